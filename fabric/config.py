@@ -1,0 +1,221 @@
+"""All configuration, read in one place into frozen dataclasses.
+
+Nothing else in the package reads the environment: the CLI calls :func:`load` once and passes the
+pieces down. Every setting has a default that works on a fresh machine, and every port can be moved
+so that the stack never collides with a Postgres or Kafka the user already runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabric.errors import ConfigError
+
+LOOPBACK = "127.0.0.1"
+
+# /var/tmp survives reboots and every parent folder is traversable by the unprivileged
+# `postgres` user, which a folder inside root's home or a root-owned checkout may not be.
+DEFAULT_STATE_DIR = Path("/var/tmp/cdc-fabric")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    postgres: int = 25432
+    kafka: int = 29092
+    controller: int = 29093
+    connect: int = 28083
+
+    def all(self) -> dict[str, int]:
+        return {
+            "postgres": self.postgres,
+            "kafka": self.kafka,
+            "kafka-controller": self.controller,
+            "connect": self.connect,
+        }
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """The private Postgres cluster and the names it is set up with."""
+
+    os_user: str = "postgres"
+    bin_dir: Path | None = None  # None: the newest /usr/lib/postgresql/<major>/bin
+    app_database: str = "auction"
+    app_user: str = "fabric_app"
+    cdc_user: str = "fabric_cdc"
+
+
+@dataclass(frozen=True)
+class JvmSettings:
+    java_home: Path | None = None  # None: `java` on PATH
+    kafka_heap: str = "512m"
+    connect_heap: str = "768m"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the local stack keeps its state and how its components are started."""
+
+    state_dir: Path
+    lib_dir: Path
+    ports: StackPorts
+    postgres: PostgresSettings
+    jvm: JvmSettings
+    pom: Path = REPO_ROOT / "stack" / "pom.xml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.env"
+
+    @property
+    def pgpass_file(self) -> Path:
+        return self.state_dir / "pgpass"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How clients reach the stack: the local one by default, any other through the environment.
+
+    ``pg_dsn`` carries no password: libpq reads it from ``PGPASSFILE`` (the stack writes one), so
+    the DSN can be printed and logged.
+    """
+
+    pg_dsn: str
+    kafka_bootstrap: str
+    connect_url: str
+    pgpass_file: Path | None
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    specs_dir: Path
+    topic_partitions: int
+    apply_timeout_s: float
+
+
+@dataclass(frozen=True)
+class FabricConfig:
+    stack: StackConfig
+    endpoints: Endpoints
+    connectors: ConnectorSettings
+    # Values that fill `${NAME}` placeholders in connector specs; secrets among them.
+    spec_values: Mapping[str, str]
+    secret_names: frozenset[str]
+
+
+def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
+    """Read the whole configuration from ``environ`` (the process environment by default)."""
+    env = os.environ if environ is None else environ
+    stack = _stack_config(env)
+    secrets = read_env_file(stack.secrets_file)
+    endpoints = _endpoints(env, stack)
+    connectors = ConnectorSettings(
+        specs_dir=Path(env.get("FABRIC_CONNECTORS_DIR", str(REPO_ROOT / "connectors"))),
+        topic_partitions=_int(env, "FABRIC_TOPIC_PARTITIONS", 6),
+        apply_timeout_s=float(_int(env, "FABRIC_CONNECTOR_TIMEOUT_S", 120)),
+    )
+    values = {
+        "FABRIC_PG_HOST": LOOPBACK,
+        "FABRIC_PG_PORT": str(stack.ports.postgres),
+        "FABRIC_PG_DATABASE": stack.postgres.app_database,
+        "FABRIC_PG_CDC_USER": stack.postgres.cdc_user,
+        "FABRIC_TOPIC_PARTITIONS": str(connectors.topic_partitions),
+    }
+    values.update(secrets)
+    values.update({k: v for k, v in env.items() if k.startswith("FABRIC_")})
+    secret_names = frozenset(k for k in values if _looks_secret(k))
+    return FabricConfig(stack, endpoints, connectors, values, secret_names)
+
+
+def _stack_config(env: Mapping[str, str]) -> StackConfig:
+    state_dir = Path(env.get("FABRIC_STATE_DIR", str(DEFAULT_STATE_DIR))).absolute()
+    ports = StackPorts(
+        postgres=_port(env, "FABRIC_PG_PORT", StackPorts.postgres),
+        kafka=_port(env, "FABRIC_KAFKA_PORT", StackPorts.kafka),
+        controller=_port(env, "FABRIC_KAFKA_CONTROLLER_PORT", StackPorts.controller),
+        connect=_port(env, "FABRIC_CONNECT_PORT", StackPorts.connect),
+    )
+    if len(set(ports.all().values())) != len(ports.all()):
+        raise ConfigError(f"stack ports must differ from each other, got {ports.all()}")
+    pg_bin = env.get("FABRIC_PG_BIN_DIR")
+    java_home = env.get("FABRIC_JAVA_HOME") or env.get("JAVA_HOME")
+    return StackConfig(
+        state_dir=state_dir,
+        lib_dir=Path(env.get("FABRIC_LIB_DIR", str(_default_lib_dir(env)))).absolute(),
+        ports=ports,
+        postgres=PostgresSettings(
+            os_user=env.get("FABRIC_PG_OS_USER", PostgresSettings.os_user),
+            bin_dir=Path(pg_bin) if pg_bin else None,
+        ),
+        jvm=JvmSettings(
+            java_home=Path(java_home) if java_home else None,
+            kafka_heap=env.get("FABRIC_KAFKA_HEAP", JvmSettings.kafka_heap),
+            connect_heap=env.get("FABRIC_CONNECT_HEAP", JvmSettings.connect_heap),
+        ),
+    )
+
+
+def _default_lib_dir(env: Mapping[str, str]) -> Path:
+    """Jars are a cache shared by every state folder: resolved once per machine and user."""
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "/root")) / ".cache")
+    return Path(cache) / "cdc-fabric" / "lib"
+
+
+def _endpoints(env: Mapping[str, str], stack: StackConfig) -> Endpoints:
+    pg = stack.postgres
+    local_dsn = (
+        f"host={LOOPBACK} port={stack.ports.postgres} dbname={pg.app_database} user={pg.app_user}"
+    )
+    pgpass = env.get("PGPASSFILE")
+    return Endpoints(
+        pg_dsn=env.get("FABRIC_PG_DSN", local_dsn),
+        kafka_bootstrap=env.get("FABRIC_KAFKA_BOOTSTRAP", f"{LOOPBACK}:{stack.ports.kafka}"),
+        connect_url=env.get("FABRIC_CONNECT_URL", f"http://{LOOPBACK}:{stack.ports.connect}"),
+        pgpass_file=Path(pgpass) if pgpass else stack.pgpass_file,
+    )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``KEY=VALUE`` file (blank lines and ``#`` comments allowed); missing file → {}."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
+        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(word in upper for word in ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL"))
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _int(env, name, default)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+    return port

@@ -1,0 +1,71 @@
+"""The one error hierarchy of cdc-fabric.
+
+Every error names what is wrong and what to do about it, so the CLI can print ``str(error)`` and
+exit. Foreign errors (``requests``, ``psycopg``, ``subprocess``) are translated into these at the
+module that talks to the foreign system, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class FabricError(Exception):
+    """Base of every error cdc-fabric raises on purpose."""
+
+
+class ConfigError(FabricError):
+    """A setting is missing or malformed: fix the environment variable or file it names."""
+
+
+class StackError(FabricError):
+    """The local stack could not be started, stopped or inspected."""
+
+
+class MissingToolError(StackError):
+    """A program the stack needs (Java, Maven, Postgres binaries, apt-get) is not available."""
+
+
+class PortInUseError(StackError):
+    """A port the stack wants is already taken by a process the stack did not start."""
+
+
+class ComponentStartError(StackError):
+    """A component exited, or never became healthy, while starting; carries its log tail."""
+
+
+class SpecError(FabricError):
+    """A connector spec is malformed or refers to a value that was not provided."""
+
+
+class ConnectError(FabricError):
+    """The Kafka Connect cluster refused or failed an operation."""
+
+
+class ConnectUnreachableError(ConnectError):
+    """No Connect worker answers at the configured REST URL."""
+
+
+class ConnectorInvalidError(ConnectError):
+    """Connect's validation rejected a connector config; ``field_errors`` says which fields."""
+
+    def __init__(self, message: str, field_errors: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.field_errors = field_errors
+
+
+class ConnectorFailedError(ConnectError):
+    """A connector or one of its tasks is FAILED, or did not reach RUNNING in time."""
+
+
+class SourceDatabaseError(FabricError):
+    """The source Postgres refused a connection or an operation the fabric needs."""
+
+
+class MalformedEventError(FabricError):
+    """A record on a CDC topic is not a Debezium change event this fabric can apply.
+
+    The materializer routes such a record to the dead-letter topic with ``reason`` in its headers.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

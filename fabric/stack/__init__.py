@@ -1,0 +1,1 @@
+"""The local stack as plain processes: Postgres, a KRaft broker, Connect with Debezium."""

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from fabric import config
+from fabric.errors import ConfigError
+
+
+def test_defaults_point_at_the_local_stack(tmp_path: Path) -> None:
+    cfg = config.load({"FABRIC_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    assert cfg.stack.ports == config.StackPorts(25432, 29092, 29093, 28083)
+    assert cfg.endpoints.kafka_bootstrap == "127.0.0.1:29092"
+    assert cfg.endpoints.connect_url == "http://127.0.0.1:28083"
+    assert cfg.endpoints.pg_dsn == "host=127.0.0.1 port=25432 dbname=auction user=fabric_app"
+    assert cfg.endpoints.pgpass_file == tmp_path / "pgpass"
+    assert cfg.stack.lib_dir == tmp_path / ".cache" / "cdc-fabric" / "lib"
+    assert cfg.connectors.topic_partitions == 6
+
+
+def test_ports_move_together_with_endpoints(tmp_path: Path) -> None:
+    cfg = config.load(
+        {"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_KAFKA_PORT": "39092", "FABRIC_PG_PORT": "35432"}
+    )
+    assert cfg.endpoints.kafka_bootstrap == "127.0.0.1:39092"
+    assert "port=35432" in cfg.endpoints.pg_dsn
+    assert cfg.spec_values["FABRIC_PG_PORT"] == "35432"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FABRIC_PG_PORT": "abc"}, "FABRIC_PG_PORT must be a whole number, got 'abc'"),
+        ({"FABRIC_PG_PORT": "70000"}, "FABRIC_PG_PORT must be a TCP port (1-65535), got 70000"),
+        ({"FABRIC_KAFKA_PORT": "25432"}, "stack ports must differ from each other"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load({"FABRIC_STATE_DIR": str(tmp_path), **env})
+    assert str(info.value).startswith(message)
+
+
+def test_secrets_file_fills_spec_values_and_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "secrets.env").write_text(
+        "# generated\nFABRIC_PG_CDC_PASSWORD=from-file\nexport FABRIC_OTHER='x y'\n"
+    )
+    cfg = config.load({"FABRIC_STATE_DIR": str(tmp_path)})
+    assert cfg.spec_values["FABRIC_PG_CDC_PASSWORD"] == "from-file"
+    assert cfg.spec_values["FABRIC_OTHER"] == "x y"
+    assert "FABRIC_PG_CDC_PASSWORD" in cfg.secret_names
+    override = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_PG_CDC_PASSWORD": "env"})
+    assert override.spec_values["FABRIC_PG_CDC_PASSWORD"] == "env"
+
+
+def test_malformed_secrets_line_is_located(tmp_path: Path) -> None:
+    (tmp_path / "secrets.env").write_text("FABRIC_A=1\njust words\n")
+    with pytest.raises(ConfigError, match=r"secrets.env:2: expected KEY=VALUE, got 'just words'"):
+        config.load({"FABRIC_STATE_DIR": str(tmp_path)})
