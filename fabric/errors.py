@@ -56,6 +56,10 @@ class ConnectorFailedError(ConnectError):
     """A connector or one of its tasks is FAILED, or did not reach RUNNING in time."""
 
 
+class KafkaUnavailableError(FabricError):
+    """The Kafka bootstrap address does not answer."""
+
+
 class SourceDatabaseError(FabricError):
     """The source Postgres refused a connection or an operation the fabric needs."""
 

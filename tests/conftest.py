@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):
@@ -48,7 +48,7 @@ def _test_environment() -> tuple[dict[str, str], Path]:
         ports = [25532, 29192, 29193, 28183]
     else:
         state = Path(tempfile.mkdtemp(prefix="cdc-fabric-test-", dir="/var/tmp"))
-        ports = _free_ports(4)
+        ports = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FABRIC_", "PG"))}
     env.update(
         {

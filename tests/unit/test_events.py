@@ -100,5 +100,5 @@ def test_foreign_logical_messages_are_malformed() -> None:
 
 
 def test_truncate_marker_content_must_match_prefix() -> None:
-    with pytest.raises(MalformedEventError, match="names 'public.bids'"):
+    with pytest.raises(MalformedEventError, match=r"names 'public\.bids'"):
         decode(_message("cdc-fabric.truncate.public.items", "public.bids"))
