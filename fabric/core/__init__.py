@@ -1,0 +1,1 @@
+"""Pure logic with no I/O: change-event decoding, key encoding, partition choice."""
