@@ -57,8 +57,10 @@ def format_record(record: TopicRecord) -> str:
 
 def _position(event: ChangeEvent) -> str:
     commit = event.source.commit_ts_ms
+    if commit is None:
+        return f"lsn={event.source.lsn} commit=-"
     at = dt.datetime.fromtimestamp(commit / 1000, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-    return f"lsn={event.source.lsn} commit={at if commit else '-'}"
+    return f"lsn={event.source.lsn} commit={at}"
 
 
 def _image(event: ChangeEvent) -> str:
