@@ -95,6 +95,9 @@ class ConnectorSettings:
     specs_dir: Path
     topic_partitions: int
     apply_timeout_s: float
+    # The host the fabric's own source checks use instead of a spec's database.hostname, which is
+    # Connect's view of the database (a Compose service name, say); None: the same host.
+    source_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
         specs_dir=Path(env.get("FABRIC_CONNECTORS_DIR", str(REPO_ROOT / "connectors"))),
         topic_partitions=_int(env, "FABRIC_TOPIC_PARTITIONS", 6),
         apply_timeout_s=float(_int(env, "FABRIC_CONNECTOR_TIMEOUT_S", 120)),
+        source_host=env.get("FABRIC_CONNECTORS_SOURCE_HOST") or None,
     )
     values = {
         "FABRIC_PG_HOST": LOOPBACK,
