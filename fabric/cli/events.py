@@ -64,6 +64,9 @@ def _position(event: ChangeEvent) -> str:
 
 
 def _image(event: ChangeEvent) -> str:
-    image = event.after if event.after is not None else event.before
-    text = json.dumps(image, ensure_ascii=False, separators=(",", ":"))
+    if event.after is None:
+        # A delete's before-image is complete only under REPLICA IDENTITY FULL; with the
+        # default identity its non-key columns are placeholders, so the key says it all.
+        return "(row deleted)"
+    text = json.dumps(event.after, ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"

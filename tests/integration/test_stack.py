@@ -59,6 +59,7 @@ def test_up_twice_then_down_leaves_no_process(
     for pid in pids:
         assert process.session_members(pid) == [], f"process of session {pid} left behind"
     assert cli.main(["stack", "status"], environ=own_env) == 3
+    assert capsys.readouterr().out.count(" stopped ") == 3
     assert cli.main(["stack", "down"], environ=own_env) == 0
     assert capsys.readouterr().out.strip() == "nothing was running"
 
