@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fabric.core.events import ChangeEvent, TruncateMarker, decode
 from fabric.errors import FabricError, KafkaUnavailableError, MalformedEventError
@@ -54,9 +54,20 @@ def tail(
         "logger": log,
     }
     consumer = Consumer(settings)
+    # Every rebalance (a matching topic appearing is one) hands back all partitions; without
+    # committed offsets they would restart at auto.offset.reset and repeat records.
+    positions: dict[tuple[str, int], int] = {}
+
+    def resume(c: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            known = positions.get((tp.topic, tp.partition))
+            if known is not None:
+                tp.offset = known
+        c.assign(partitions)
+
     try:
         _check_reachable(consumer, bootstrap)
-        consumer.subscribe([f"^{_regex_escape(topic_prefix)}\\..*"])
+        consumer.subscribe([f"^{_regex_escape(topic_prefix)}\\..*"], on_assign=resume)
         last = time.monotonic()
         while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
             msg = consumer.poll(0.2)
@@ -67,7 +78,9 @@ def tail(
                 _raise_unless_transient(error)
                 continue
             last = time.monotonic()
-            yield _record(msg)
+            record = _record(msg)
+            positions[(record.topic, record.partition)] = record.offset + 1
+            yield record
     finally:
         consumer.close()
 

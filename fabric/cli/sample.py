@@ -14,7 +14,8 @@ from types import FrameType
 
 from fabric import db
 from fabric.config import FabricConfig
-from fabric.sample.generator import ChangeGenerator, GenerationReport, Op, OpKind
+from fabric.sample.generator import ChangeGenerator, GenerationReport
+from fabric.sample.planner import Op, OpKind
 from fabric.sample.seed import TABLES, load
 
 EXIT_USAGE = 2  # argparse's code for arguments that do not fit together

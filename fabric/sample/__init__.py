@@ -5,7 +5,8 @@ declared in another order than its columns) cover the common Postgres types a CD
 carry. :func:`load` fills them; :class:`ChangeGenerator` keeps changing them.
 """
 
-from fabric.sample.generator import ChangeGenerator, GenerationReport, Op, OpKind
+from fabric.sample.generator import ChangeGenerator, GenerationReport
+from fabric.sample.planner import Op, OpKind
 from fabric.sample.seed import SeedCounts, load
 
 __all__ = ["ChangeGenerator", "GenerationReport", "Op", "OpKind", "SeedCounts", "load"]

@@ -171,7 +171,9 @@ def test_truncate_arrives_as_a_keyed_marker_and_the_connector_survives(
 
     records = _read_until(auction, lambda kept: len(kept) == 2, interesting)
     # Two topics: the marker and the insert may be read in either order.
-    (marker,) = [r for r in records if isinstance(r.event, TruncateMarker)]
+    markers = [r for r in records if isinstance(r.event, TruncateMarker)]
+    assert len(markers) == 1, f"lsn_before={lsn_before} records={records}"
+    (marker,) = markers
     (after,) = [r for r in records if isinstance(r.event, ChangeEvent)]
     assert isinstance(marker.event, TruncateMarker)
     assert marker.topic == "auction.message"

@@ -15,16 +15,14 @@ import pytest
 
 from fabric.cli import build_parser
 from fabric.cli import sample as sample_cli
-from fabric.sample.generator import (
+from fabric.sample.generator import ChangeGenerator, GenerationReport, Pacer
+from fabric.sample.planner import (
     DEFAULT_MIX,
     Change,
-    ChangeGenerator,
     ChangePlanner,
-    GenerationReport,
     KeyPool,
     Op,
     OpKind,
-    Pacer,
     SampleState,
 )
 from fabric.sample.seed import (
