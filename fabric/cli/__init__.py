@@ -21,7 +21,9 @@ _AREAS = (stack, connectors, sample, events, demo)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fabric", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cdc-fabric {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress (-v) or detail (-vv)"
+    )
     areas = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
     for area in _AREAS:
         area.register(areas)
@@ -32,7 +34,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run one command; ``environ`` replaces the process environment (tests use it)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
