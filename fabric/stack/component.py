@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 from typing import Protocol
 
+from fabric.config import StackConfig
 from fabric.stack.process import ProcessSpec
 
 
@@ -42,3 +43,22 @@ class Component(Protocol):
 
     def after_start(self) -> None:
         """Set-up that needs the running component (idempotent)."""
+
+
+class ComponentFiles:
+    """Where a component keeps its files: ``<state>/<name>/``, its log and its pid file there."""
+
+    config: StackConfig
+    name: str
+
+    @property
+    def home(self) -> Path:
+        return self.config.state_dir / self.name
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "fabric.pid"

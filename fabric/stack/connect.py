@@ -10,6 +10,7 @@ import requests
 
 from fabric.config import LOOPBACK, StackConfig
 from fabric.stack import jvm
+from fabric.stack.component import ComponentFiles
 from fabric.stack.jars import JarLayout
 from fabric.stack.process import ProcessSpec
 
@@ -50,7 +51,7 @@ def worker_settings(config: StackConfig, plugin_path: Path) -> dict[str, str | i
 
 
 @dataclass
-class ConnectComponent:
+class ConnectComponent(ComponentFiles):
     config: StackConfig
     jars: JarLayout
     name: str = "connect"
@@ -63,18 +64,6 @@ class ConnectComponent:
 
     def listen_ports(self) -> dict[str, int]:
         return {"FABRIC_CONNECT_PORT": self.port}
-
-    @property
-    def home(self) -> Path:
-        return self.config.state_dir / "connect"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "connect.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "fabric.pid"
 
     @property
     def properties(self) -> Path:

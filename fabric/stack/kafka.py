@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from fabric.config import LOOPBACK, StackConfig
 from fabric.errors import StackError
 from fabric.stack import jvm
+from fabric.stack.component import ComponentFiles
 from fabric.stack.jars import JarLayout
 from fabric.stack.process import ProcessSpec
 
@@ -55,7 +56,7 @@ def broker_settings(config: StackConfig, data_dir: Path) -> dict[str, str | int]
 
 
 @dataclass
-class KafkaComponent:
+class KafkaComponent(ComponentFiles):
     config: StackConfig
     jars: JarLayout
     name: str = "kafka"
@@ -71,20 +72,8 @@ class KafkaComponent:
         return {"FABRIC_KAFKA_PORT": ports.kafka, "FABRIC_KAFKA_CONTROLLER_PORT": ports.controller}
 
     @property
-    def home(self) -> Path:
-        return self.config.state_dir / "kafka"
-
-    @property
     def data_dir(self) -> Path:
         return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "kafka.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "fabric.pid"
 
     @property
     def properties(self) -> Path:

@@ -24,6 +24,7 @@ from psycopg import sql
 from fabric.config import LOOPBACK, StackConfig, read_env_file
 from fabric.errors import StackError
 from fabric.stack import tools
+from fabric.stack.component import ComponentFiles
 from fabric.stack.process import ProcessSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ host    replication  all   127.0.0.1/32    scram-sha-256
 
 
 @dataclass
-class PostgresComponent:
+class PostgresComponent(ComponentFiles):
     config: StackConfig
     name: str = "postgres"
     stop_signal: signal.Signals = signal.SIGINT  # "fast" shutdown: roll back, checkpoint, exit
@@ -55,24 +56,12 @@ class PostgresComponent:
         return {"FABRIC_PG_PORT": self.port}
 
     @property
-    def home(self) -> Path:
-        return self.config.state_dir / "postgres"
-
-    @property
     def data_dir(self) -> Path:
         return self.home / "data"
 
     @property
     def socket_dir(self) -> Path:
         return self.home / "run"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "postgres.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "fabric.pid"
 
     def prepare(self) -> None:
         bin_dir = tools.postgres_bin_dir(self.config.postgres)
