@@ -216,10 +216,10 @@ def test_secrets_never_reach_stdout_or_stderr(
     c = case(**{"fabric.note": "echo ${FABRIC_PG_CDC_PASSWORD}"})
     seen = ""
     for argv in (
-        ("-v", "connectors", "diff", str(c.spec)),
-        ("-v", "connectors", "validate", str(c.spec)),
-        ("-v", "connectors", "apply", str(c.spec)),
-        ("-v", "connectors", "status", "--json", str(c.spec)),
+        ("-vv", "connectors", "diff", str(c.spec)),
+        ("-vv", "connectors", "validate", str(c.spec)),
+        ("-vv", "connectors", "apply", str(c.spec)),
+        ("-vv", "connectors", "status", "--json", str(c.spec)),
     ):
         code, out, err = c.run(*argv)
         assert code in (0, 3), err
