@@ -101,10 +101,32 @@ class ConnectorSettings:
 
 
 @dataclass(frozen=True)
+class MaterializerSettings:
+    """One fabric instance's membership in the fabric's consumer group, and where it keeps state."""
+
+    group: str
+    instance_id: str  # also the static group membership id: a restart gets its partitions back
+    state_dir: Path  # this instance's stores: <state_dir>/<topic>/<partition>
+    topic_prefix: str  # Debezium's topic.prefix: tables are <prefix>.<schema>.<table>
+    dead_letter_topic: str
+    batch_size: int
+
+    @property
+    def table_topic_regex(self) -> str:
+        """Every table topic of the prefix, and not its message or heartbeat topics."""
+        return "^" + self.topic_prefix.replace(".", "\\.") + "\\.[^.]+\\.[^.]+$"
+
+    @property
+    def marker_topic(self) -> str:
+        return f"{self.topic_prefix}.message"
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     stack: StackConfig
     endpoints: Endpoints
     connectors: ConnectorSettings
+    materializer: MaterializerSettings
     # Values that fill `${NAME}` placeholders in connector specs; secrets among them.
     spec_values: Mapping[str, str]
     secret_names: frozenset[str]
@@ -132,7 +154,23 @@ def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
     values.update(secrets)
     values.update({k: v for k, v in env.items() if k.startswith("FABRIC_")})
     secret_names = frozenset(k for k in values if _looks_secret(k))
-    return FabricConfig(stack, endpoints, connectors, values, secret_names)
+    return FabricConfig(
+        stack, endpoints, connectors, _materializer(env, stack), values, secret_names
+    )
+
+
+def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSettings:
+    instance_id = env.get("FABRIC_INSTANCE_ID", "instance-1")
+    group = env.get("FABRIC_GROUP", "cdc-fabric")
+    default_dir = stack.state_dir / "instances" / instance_id
+    return MaterializerSettings(
+        group=group,
+        instance_id=instance_id,
+        state_dir=Path(env.get("FABRIC_INSTANCE_DIR", str(default_dir))).absolute(),
+        topic_prefix=env.get("FABRIC_TOPIC_PREFIX", "auction"),
+        dead_letter_topic=env.get("FABRIC_DEAD_LETTER_TOPIC", f"{group}.dead-letters"),
+        batch_size=_int(env, "FABRIC_BATCH_SIZE", 2000),
+    )
 
 
 def _stack_config(env: Mapping[str, str]) -> StackConfig:

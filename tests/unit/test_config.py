@@ -56,3 +56,19 @@ def test_malformed_secrets_line_is_located(tmp_path: Path) -> None:
     (tmp_path / "secrets.env").write_text("FABRIC_A=1\njust words\n")
     with pytest.raises(ConfigError, match=r"secrets.env:2: expected KEY=VALUE, got 'just words'"):
         config.load({"FABRIC_STATE_DIR": str(tmp_path)})
+
+
+def test_materializer_settings_and_topic_selection(tmp_path: Path) -> None:
+    import re
+
+    cfg = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_INSTANCE_ID": "b"})
+    m = cfg.materializer
+    assert (m.group, m.instance_id, m.topic_prefix) == ("cdc-fabric", "b", "auction")
+    assert m.state_dir == tmp_path / "instances" / "b"
+    assert m.dead_letter_topic == "cdc-fabric.dead-letters"
+    assert m.marker_topic == "auction.message"
+    pattern = re.compile(m.table_topic_regex)
+    assert pattern.match("auction.public.users")
+    assert pattern.match("auction.sales.order_lines")
+    for other in ("auction.message", "__debezium-heartbeat.auction", "auctionx.public.users"):
+        assert not pattern.match(other), other
