@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabric.errors import ConfigError
@@ -130,6 +130,13 @@ class FabricConfig:
     # Values that fill `${NAME}` placeholders in connector specs; secrets among them.
     spec_values: Mapping[str, str]
     secret_names: frozenset[str]
+    environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    def reloaded(self) -> FabricConfig:
+        """Read the configuration again from the same environment: the stack's secrets file
+        exists only after the first `fabric stack up`, so a run that starts the stack and then
+        uses it reads again in between."""
+        return load(self.environ)
 
 
 def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
@@ -155,7 +162,7 @@ def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
     values.update({k: v for k, v in env.items() if k.startswith("FABRIC_")})
     secret_names = frozenset(k for k in values if _looks_secret(k))
     return FabricConfig(
-        stack, endpoints, connectors, _materializer(env, stack), values, secret_names
+        stack, endpoints, connectors, _materializer(env, stack), values, secret_names, dict(env)
     )
 
 

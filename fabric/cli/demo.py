@@ -47,6 +47,7 @@ def _demo(args: argparse.Namespace, cfg: FabricConfig) -> int:
         code: int = step_args.handler(step_args, cfg)
         if code != 0:
             return code
+        cfg = cfg.reloaded()
     duration = args.duration if args.duration > 0 else None
     print(
         f"\n$ fabric sample generate --rate {args.rate:g} & fabric events tail"

@@ -72,3 +72,10 @@ def test_materializer_settings_and_topic_selection(tmp_path: Path) -> None:
     assert pattern.match("auction.sales.order_lines")
     for other in ("auction.message", "__debezium-heartbeat.auction", "auctionx.public.users"):
         assert not pattern.match(other), other
+
+
+def test_reloaded_sees_secrets_written_after_the_first_load(tmp_path: Path) -> None:
+    cfg = config.load({"FABRIC_STATE_DIR": str(tmp_path)})
+    assert "FABRIC_PG_CDC_PASSWORD" not in cfg.spec_values
+    (tmp_path / "secrets.env").write_text("FABRIC_PG_CDC_PASSWORD=written-by-stack-up\n")
+    assert cfg.reloaded().spec_values["FABRIC_PG_CDC_PASSWORD"] == "written-by-stack-up"
