@@ -73,3 +73,12 @@ class MalformedEventError(FabricError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class StoreError(FabricError):
+    """A partition store could not be opened, read or written; the message names its path."""
+
+
+class StoreCorruptError(StoreError):
+    """A partition store holds bytes this fabric cannot decode: destroy it and rebuild it from
+    the topic."""

@@ -1,0 +1,88 @@
+"""Table definitions read from Postgres's catalog: the types :func:`fabric.core.types.decode_row`
+needs to turn Debezium's JSON back into psycopg values.
+
+The Postgres boundary for the catalog: psycopg errors become :class:`SourceDatabaseError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from fabric.core.types import Column, ColumnType, TableSchema
+from fabric.db import translated
+from fabric.errors import SourceDatabaseError
+
+# One row per live column, in table order. A domain is described by its base type, the way
+# Debezium and psycopg both treat it. The element type of an array is typelem when the type's
+# subscript handler is the array one (not e.g. point's or name's fixed-length subscripting).
+_COLUMNS = """
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       e.oid IS NOT NULL,
+       b.typname, bn.nspname,
+       ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = b.oid ORDER BY enumsortorder)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t0 ON t0.oid = a.atttypid
+JOIN pg_type t ON t.oid = CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END
+LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typsubscript = 'array_subscript_handler'::regproc
+JOIN pg_type b ON b.oid = coalesce(e.oid, t.oid)
+JOIN pg_namespace bn ON bn.oid = b.typnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_PRIMARY_KEYS = """
+SELECT n.nspname, c.relname, array_agg(a.attname::text ORDER BY k.ord)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE i.indisprimary AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+GROUP BY n.nspname, c.relname
+"""
+
+
+def read_table_schemas(
+    conn: psycopg.Connection[Any], tables: Iterable[str]
+) -> dict[str, TableSchema]:
+    """The definitions of ``tables`` (``schema.table``; a bare name means ``public``), keyed by
+    qualified name.
+
+    Raises :class:`SourceDatabaseError` when a table does not exist (or is not visible to the
+    connection's role) and when the catalog cannot be read.
+    """
+    wanted = [_split(t) for t in tables]
+    if not wanted:
+        return {}
+    params = [[s for s, _ in wanted], [t for _, t in wanted]]
+    with translated("reading table definitions from pg_catalog"):
+        rows = conn.execute(_COLUMNS, params).fetchall()
+        keys = conn.execute(_PRIMARY_KEYS, params).fetchall()
+    columns: dict[str, list[Column]] = {}
+    for schema, table, name, pg_type, not_null, is_array, base, base_ns, labels in rows:
+        base_name = base if base_ns == "pg_catalog" else f"{base_ns}.{base}"
+        column_type = ColumnType(pg_type, base_name, bool(is_array), tuple(labels))
+        columns.setdefault(f"{schema}.{table}", []).append(Column(name, column_type, not_null))
+    primary = {f"{schema}.{table}": tuple(names) for schema, table, names in keys}
+    missing = [f"{s}.{t}" for s, t in wanted if f"{s}.{t}" not in columns]
+    if missing:
+        raise SourceDatabaseError(
+            f"table {', '.join(missing)} not found in the source database; check the name "
+            "(schema.table) and that the fabric's role may see it"
+        )
+    schemas: dict[str, TableSchema] = {}
+    for qualified, cols in columns.items():
+        schema, _, table = qualified.partition(".")
+        schemas[qualified] = TableSchema(schema, table, tuple(cols), primary.get(qualified, ()))
+    return schemas
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, dot, name = table.partition(".")
+    return (schema, name) if dot else ("public", table)
