@@ -6,14 +6,20 @@ The Postgres boundary for the catalog: psycopg errors become :class:`SourceDatab
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
 
+from fabric.core.keys import KeyCodec
 from fabric.core.types import Column, ColumnType, TableSchema
 from fabric.db import translated
-from fabric.errors import SourceDatabaseError
+from fabric.errors import FabricError, InvalidKeyError, SourceDatabaseError, UnknownTableError
+
+log = logging.getLogger(__name__)
 
 # One row per live column, in table order. A domain is described by its base type, the way
 # Debezium and psycopg both treat it. The element type of an array is typelem when the type's
@@ -54,8 +60,8 @@ def read_table_schemas(
     """The definitions of ``tables`` (``schema.table``; a bare name means ``public``), keyed by
     qualified name.
 
-    Raises :class:`SourceDatabaseError` when a table does not exist (or is not visible to the
-    connection's role) and when the catalog cannot be read.
+    Raises :class:`UnknownTableError` when a table does not exist (or is not visible to the
+    connection's role) and :class:`SourceDatabaseError` when the catalog cannot be read.
     """
     wanted = [_split(t) for t in tables]
     if not wanted:
@@ -72,7 +78,7 @@ def read_table_schemas(
     primary = {f"{schema}.{table}": tuple(names) for schema, table, names in keys}
     missing = [f"{s}.{t}" for s, t in wanted if f"{s}.{t}" not in columns]
     if missing:
-        raise SourceDatabaseError(
+        raise UnknownTableError(
             f"table {', '.join(missing)} not found in the source database; check the name "
             "(schema.table) and that the fabric's role may see it"
         )
@@ -86,3 +92,65 @@ def read_table_schemas(
 def _split(table: str) -> tuple[str, str]:
     schema, dot, name = table.partition(".")
     return (schema, name) if dot else ("public", table)
+
+
+class Catalog:
+    """The definitions of the captured tables, read from Postgres when first needed and again
+    when a table changes shape (``ALTER TABLE``) or appears.
+
+    Shared by the materializer (key codecs for the routing self-check) and the read path (row
+    types). Postgres being unreachable never stops ingest: lookups of a table that was never read
+    raise, known tables keep their last definition, and reads are retried at most every
+    ``retry_s`` seconds per table.
+    """
+
+    def __init__(
+        self, connect: Callable[[], psycopg.Connection[Any]], retry_s: float = 2.0
+    ) -> None:
+        self._connect = connect
+        self._retry_s = retry_s
+        self._lock = threading.Lock()
+        self._schemas: dict[str, TableSchema] = {}
+        self._codecs: dict[str, KeyCodec | None] = {}
+        self._last_read: dict[str, float] = {}
+
+    def schema(self, table: str) -> TableSchema:
+        """The definition of ``table`` (``schema.table``); raises :class:`UnknownTableError`
+        when Postgres has no such table and :class:`SourceDatabaseError` when it cannot say."""
+        known = self._schemas.get(table)
+        if known is not None:
+            return known
+        return self.refresh(table, force=True)
+
+    def codec(self, table: str) -> KeyCodec | None:
+        """The key codec of ``table``, or None while its definition cannot be read (or it has
+        no primary key). Never blocks for more than one catalog read per ``retry_s``."""
+        if table in self._codecs:
+            return self._codecs[table]
+        try:
+            self.refresh(table)
+        except FabricError as exc:
+            log.warning("table definition unavailable table=%s error=%s", table, exc)
+        return self._codecs.get(table)
+
+    def refresh(self, table: str, *, force: bool = False) -> TableSchema:
+        """Read ``table``'s definition again (after DDL); rate-limited unless ``force``."""
+        with self._lock:
+            now = time.monotonic()
+            known = self._schemas.get(table)
+            recent = now - self._last_read.get(table, -1e9) < self._retry_s
+            if recent and not force:
+                if known is not None:
+                    return known
+                raise SourceDatabaseError(f"definition of {table} not readable yet; retrying")
+            self._last_read[table] = now
+            with self._connect() as conn:
+                schema = read_table_schemas(conn, [table])[table]
+            if known is None or known.version != schema.version:
+                log.info("table definition read table=%s version=%s", table, schema.version)
+            self._schemas[table] = schema
+            try:
+                self._codecs[table] = KeyCodec(schema)
+            except InvalidKeyError:
+                self._codecs[table] = None
+            return schema

@@ -110,6 +110,9 @@ class MaterializerSettings:
     topic_prefix: str  # Debezium's topic.prefix: tables are <prefix>.<schema>.<table>
     dead_letter_topic: str
     batch_size: int
+    instances_dir: Path  # where `fabric materialize status` finds every local instance's status
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # Prometheus scrape endpoint; None: not served
 
     @property
     def table_topic_regex(self) -> str:
@@ -177,6 +180,9 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
         topic_prefix=env.get("FABRIC_TOPIC_PREFIX", "auction"),
         dead_letter_topic=env.get("FABRIC_DEAD_LETTER_TOPIC", f"{group}.dead-letters"),
         batch_size=_int(env, "FABRIC_BATCH_SIZE", 2000),
+        instances_dir=stack.state_dir / "instances",
+        metrics_host=env.get("FABRIC_METRICS_HOST", "127.0.0.1"),
+        metrics_port=_port(env, "FABRIC_METRICS_PORT", 0) if "FABRIC_METRICS_PORT" in env else None,
     )
 
 

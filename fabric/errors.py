@@ -82,3 +82,15 @@ class StoreError(FabricError):
 class StoreCorruptError(StoreError):
     """A partition store holds bytes this fabric cannot decode: destroy it and rebuild it from
     the topic."""
+
+
+class InvalidKeyError(FabricError):
+    """A lookup key does not fit its table's primary key; the message names the column."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class UnknownTableError(FabricError):
+    """A table the fabric does not materialize (not captured, or not in the catalog)."""

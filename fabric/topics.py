@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from fabric.core.events import ChangeEvent, TruncateMarker, decode
-from fabric.errors import FabricError, KafkaUnavailableError, MalformedEventError
+from fabric.errors import KafkaUnavailableError, MalformedEventError
+from fabric.kafka_errors import check_consumer_error
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def tail(
                 continue
             error = msg.error()
             if error is not None:
-                _raise_unless_transient(error)
+                check_consumer_error(error)
                 continue
             last = time.monotonic()
             record = _record(msg)
@@ -112,15 +113,6 @@ def _check_reachable(consumer: Consumer, bootstrap: str) -> None:
             f"Kafka at {bootstrap} does not answer ({exc.args[0]}); is the stack up "
             "(`fabric stack status`), or is FABRIC_KAFKA_BOOTSTRAP right?"
         ) from exc
-
-
-def _raise_unless_transient(error: KafkaError) -> None:
-    # A regex subscription reports topics that vanish or do not exist yet; those are not failures.
-    if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-        return
-    if error.fatal():
-        raise FabricError(f"Kafka consumer failed: {error.str()}")
-    log.warning("kafka error=%s", error.str())
 
 
 def _regex_escape(text: str) -> str:

@@ -25,18 +25,18 @@ in order converges to the same final state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fabric.core.events import ChangeEvent, Op
 
 UNAVAILABLE = "__debezium_unavailable_value"
 # bytea columns carry the placeholder's bytes, base64-encoded like every bytea value.
 _UNAVAILABLE_BYTES_B64 = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
+# Integer arrays carry the placeholder's bytes as a list of numbers.
+_UNAVAILABLE_AS_NUMBERS = list(UNAVAILABLE.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
+class Upsert(NamedTuple):
     """Store ``image`` as the row. ``unavailable`` names columns whose value is the stored one."""
 
     image: dict[str, Any]
@@ -45,13 +45,11 @@ class Upsert:
     unavailable: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Remove:
+class Remove(NamedTuple):
     lsn: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Skip:
+class Skip(NamedTuple):
     reason: str
 
 
@@ -72,7 +70,8 @@ def plan(event: ChangeEvent | None, truncated_before: int | None) -> Mutation:
     if event.op is Op.DELETE:
         return Remove(lsn)
     if event.op in (Op.READ, Op.CREATE, Op.UPDATE) and event.after is not None:
-        return Upsert(event.after, lsn, event.source.commit_ts_ms, unavailable_columns(event.after))
+        unavailable = unavailable_columns(event.after) if event.may_carry_placeholder else ()
+        return Upsert(event.after, lsn, event.source.commit_ts_ms, unavailable)
     return Skip(f"op {event.op.value!r} does not change a row")
 
 
@@ -105,5 +104,5 @@ def _is_placeholder(value: Any) -> bool:
         return value in (UNAVAILABLE, _UNAVAILABLE_BYTES_B64)
     if isinstance(value, list):
         # Arrays of TOASTable types carry a one-element array holding the placeholder.
-        return len(value) == 1 and value[0] == UNAVAILABLE
+        return (len(value) == 1 and value[0] == UNAVAILABLE) or value == _UNAVAILABLE_AS_NUMBERS
     return False

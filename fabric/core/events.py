@@ -9,14 +9,22 @@ values stay as the JSON gave them.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from fabric.errors import MalformedEventError
 
 TRUNCATE_PREFIX = "cdc-fabric.truncate."
+
+# Debezium's unchanged-TOAST placeholder as it appears in a raw value: as text, as base64 (bytea)
+# and as the list of its bytes (integer arrays). A raw value without any of these cannot carry
+# the placeholder, which spares the per-column scan on almost every event.
+_PLACEHOLDER_TEXT = b"__debezium_unavailable_value"
+_PLACEHOLDER_BASE64 = b"X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ"
+_PLACEHOLDER_NUMBERS = b"[95,95,100,101,98,101,122,105,117,109,95"
 
 
 class Op(StrEnum):
@@ -28,8 +36,7 @@ class Op(StrEnum):
     MESSAGE = "m"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Where and when the change happened in Postgres."""
 
     schema: str
@@ -44,13 +51,14 @@ class Source:
         return f"{self.schema}.{self.table}"
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
     op: Op
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     source: Source
     ts_ms: int | None
+    # False when the raw value cannot carry Debezium's unchanged-TOAST placeholder anywhere.
+    may_carry_placeholder: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,58 +71,68 @@ class TruncateMarker:
 
 
 def decode(value: bytes | None) -> ChangeEvent | TruncateMarker | None:
-    """Decode a record value; ``None`` for a tombstone. Raises :class:`MalformedEventError`."""
+    """Decode a record value; ``None`` for a tombstone. Raises :class:`MalformedEventError`.
+
+    Runs once per record on the materializer's hot path, hence orjson and the inlined checks.
+    """
     if value is None:
         return None
     try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
         raise MalformedEventError(f"value is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         raise MalformedEventError(f"value is a JSON {type(doc).__name__}, not an object")
-    op = _op(doc)
+    raw_op = doc.get("op")
+    op = _OPS.get(raw_op) if type(raw_op) is str else None
+    if op is None:
+        if isinstance(raw_op, str):
+            raise MalformedEventError(f"unknown op {raw_op!r}")
+        raise MalformedEventError(f"'op' is {raw_op!r}, not a string")
     source = _source(doc)
     if op is Op.MESSAGE:
         return _truncate_marker(doc, source)
-    before, after = _image(doc, "before"), _image(doc, "after")
-    if op in (Op.READ, Op.CREATE, Op.UPDATE) and after is None:
+    before, after = doc.get("before"), doc.get("after")
+    if before is not None and type(before) is not dict:
+        raise MalformedEventError(f"'before' is a JSON {type(before).__name__}, not an object")
+    if after is not None and type(after) is not dict:
+        raise MalformedEventError(f"'after' is a JSON {type(after).__name__}, not an object")
+    if after is None and op in _NEEDS_AFTER:
         raise MalformedEventError(f"op {op.value!r} without an 'after' image")
-    if op is Op.DELETE and before is None:
+    if before is None and op is Op.DELETE:
         raise MalformedEventError("op 'd' without a 'before' image")
-    return ChangeEvent(op, before, after, source, _opt_int(doc, "ts_ms"))
+    placeholder = (
+        _PLACEHOLDER_TEXT in value or _PLACEHOLDER_BASE64 in value or _PLACEHOLDER_NUMBERS in value
+    )
+    return ChangeEvent(op, before, after, source, _opt_int(doc, "ts_ms"), placeholder)
 
 
-def _op(doc: dict[str, Any]) -> Op:
-    raw = doc.get("op")
-    if not isinstance(raw, str):
-        raise MalformedEventError(f"'op' is {raw!r}, not a string")
-    try:
-        return Op(raw)
-    except ValueError:
-        raise MalformedEventError(f"unknown op {raw!r}") from None
+_OPS: dict[str, Op] = {op.value: op for op in Op}
+_NEEDS_AFTER = frozenset((Op.READ, Op.CREATE, Op.UPDATE))
 
 
 def _source(doc: dict[str, Any]) -> Source:
     src = doc.get("source")
-    if not isinstance(src, dict):
+    if type(src) is not dict:
         raise MalformedEventError("no 'source' object")
+    lsn, tx_id, ts_ms = src.get("lsn"), src.get("txId"), src.get("ts_ms")
+    if not (_is_opt_int(lsn) and _is_opt_int(tx_id) and _is_opt_int(ts_ms)):
+        bad = next(name for name in ("lsn", "txId", "ts_ms") if not _is_opt_int(src.get(name)))
+        raise MalformedEventError(f"'{bad}' is {src[bad]!r}, not an integer")
     snapshot = src.get("snapshot")
     return Source(
-        schema=str(src.get("schema") or ""),
-        table=str(src.get("table") or ""),
-        lsn=_opt_int(src, "lsn"),
-        tx_id=_opt_int(src, "txId"),
-        commit_ts_ms=_opt_int(src, "ts_ms"),
+        src.get("schema") or "",
+        src.get("table") or "",
+        lsn,
+        tx_id,
+        ts_ms,
         # Debezium writes "true", "first", "last", "incremental" … for snapshot rows, "false" else.
-        snapshot=snapshot not in (None, False, "false"),
+        snapshot not in (None, False, "false"),
     )
 
 
-def _image(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
-    image = doc.get(name)
-    if image is not None and not isinstance(image, dict):
-        raise MalformedEventError(f"'{name}' is a JSON {type(image).__name__}, not an object")
-    return image
+def _is_opt_int(value: Any) -> bool:
+    return value is None or type(value) is int
 
 
 def _truncate_marker(doc: dict[str, Any], source: Source) -> TruncateMarker:
@@ -140,8 +158,6 @@ def _truncate_marker(doc: dict[str, Any], source: Source) -> TruncateMarker:
 
 def _opt_int(doc: dict[str, Any], key: str) -> int | None:
     value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedEventError(f"'{key}' is {value!r}, not an integer")
-    return value
+    if type(value) is int or value is None:
+        return value
+    raise MalformedEventError(f"'{key}' is {value!r}, not an integer")

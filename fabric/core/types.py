@@ -105,8 +105,7 @@ class TableSchema:
 
     def __post_init__(self) -> None:
         decoders = tuple(
-            (c.name, _column_converter(self.qualified, c), _placeholders(c.type))
-            for c in self.columns
+            (c.name, column_decoder(self.qualified, c), _placeholders(c.type)) for c in self.columns
         )
         object.__setattr__(self, "_decoders", decoders)
         object.__setattr__(self, "_names", frozenset(c.name for c in self.columns))
@@ -180,7 +179,7 @@ def decode_value(column_type: ColumnType, value: Any) -> Any:
     """
     if value is None:
         return None
-    return _column_converter("value", Column("value", column_type))(value)
+    return column_decoder("value", Column("value", column_type))(value)
 
 
 def _placeholders(column_type: ColumnType) -> tuple[object, ...]:
@@ -194,7 +193,12 @@ def _placeholders(column_type: ColumnType) -> tuple[object, ...]:
     return (UNAVAILABLE_VALUE,)
 
 
-def _column_converter(table: str, column: Column) -> Converter:
+def column_decoder(table: str, column: Column) -> Converter:
+    """The function turning a Debezium JSON value of ``column`` into its psycopg value.
+
+    It raises :class:`MalformedEventError` naming ``table``, the column and its type; it does not
+    accept ``None`` (callers keep ``None`` as ``None``).
+    """
     column_type = column.type
     element = _ELEMENT.get(column_type.base)
     if element is None:

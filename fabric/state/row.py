@@ -11,7 +11,7 @@ and encodes and decodes with a single ``struct`` call.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fabric.errors import StoreCorruptError
 
@@ -22,8 +22,7 @@ _NO_COMMIT_TS = 0x02
 _KNOWN_FLAGS = _NO_LSN | _NO_COMMIT_TS
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRow:
+class StoredRow(NamedTuple):
     """One materialized row.
 
     ``offset`` is the Kafka offset of the record that wrote this image; ``image`` is the row's

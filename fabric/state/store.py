@@ -156,6 +156,10 @@ class PartitionStore:
             raise _translate(exc, path, "destroy") from exc
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def path(self) -> Path:
         return self._path
 

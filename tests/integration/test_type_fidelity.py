@@ -18,7 +18,7 @@ from fabric.catalog import read_table_schemas
 from fabric.config import REPO_ROOT, FabricConfig
 from fabric.core.events import ChangeEvent, Op
 from fabric.core.types import TableSchema, decode_row
-from fabric.errors import SourceDatabaseError
+from fabric.errors import UnknownTableError
 from fabric.topics import TopicRecord
 
 TABLE = "fidelity.everything"
@@ -189,7 +189,7 @@ def test_catalog_describes_the_table_in_column_and_key_order(fidelity: FabricCon
     assert by_name["a_text"].type.is_array and by_name["a_text"].type.base == "text"
     assert by_name["a_mood"].type.enum_labels == ("sad", "ok", "happy ☺")
     assert by_name["id"].not_null and not by_name["c_text"].not_null
-    with db.connect(fidelity.endpoints) as conn, pytest.raises(SourceDatabaseError) as caught:
+    with db.connect(fidelity.endpoints) as conn, pytest.raises(UnknownTableError) as caught:
         read_table_schemas(conn, [TABLE, "fidelity.nope"])
     assert "fidelity.nope" in str(caught.value)
 

@@ -1,0 +1,1 @@
+"""Materializers: members of one consumer group turning CDC topics into partition stores."""

@@ -1,0 +1,464 @@
+"""A materializer instance: one member of the fabric's consumer group and its partition stores.
+
+Kafka is the distributed engine: every instance subscribes to all table topics of the prefix with
+the same group id, and the group coordinator spreads the partitions (cooperative-sticky, so a
+rebalance moves only the partitions that must move). Static membership (``group.instance.id``)
+gives a restarting instance its partitions back without a group-wide shuffle.
+
+Each assigned partition gets its own store. The store's applied offset is the truth: on
+assignment the instance seeks to it + 1 (or to the start of the compacted topic when the store is
+new or its offset is out of the topic's range), and the partition is RESTORING until it has caught
+up with the end offset seen at assignment, then ACTIVE. Kafka's committed offsets are written too,
+for monitoring only.
+
+Truncate markers come from ``<prefix>.message``, which every instance reads whole (it is small and
+compacted: one marker per table), and apply to every store of the marker's table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from fabric.config import MaterializerSettings
+from fabric.core.events import TruncateMarker, decode
+from fabric.errors import MalformedEventError
+from fabric.kafka_errors import check_consumer_error
+from fabric.materialize.applier import CodecLookup, PartitionApplier
+from fabric.materialize.deadletters import DeadLetters
+from fabric.materialize.status import InstanceStatus, PartitionStatus, write_status
+from fabric.state.options import StoreOptions
+from fabric.state.store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+_PROGRESS_EVERY_S = 5.0
+_STATS_EVERY_S = 1.0
+_STATUS_FILE_EVERY_S = 2.0
+
+
+class PartitionState(StrEnum):
+    RESTORING = "RESTORING"
+    ACTIVE = "ACTIVE"
+
+
+@dataclass
+class AssignedPartition:
+    applier: PartitionApplier
+    state: PartitionState
+    position: int  # the next offset to apply
+    restore_start: int
+    restore_target: int  # the end offset seen at assignment
+    end_offset: int  # the end offset as last seen
+    assigned_at: float = field(default_factory=time.monotonic)
+    last_progress_log: float = field(default_factory=time.monotonic)
+    events_per_s: float = 0.0
+    _rate_mark: tuple[float, int] = (0.0, 0)
+
+    @property
+    def table(self) -> str:
+        return self.applier.table
+
+    def restore_eta_s(self, now: float) -> float | None:
+        if self.state is not PartitionState.RESTORING:
+            return None
+        done = self.position - self.restore_start
+        rate = done / max(now - self.assigned_at, 1e-6)
+        return (self.restore_target - self.position) / rate if rate > 0 else None
+
+
+class Materializer:
+    """Runs one instance of the fabric's consumer group: :meth:`run` on a thread of its own;
+    :meth:`status` and :meth:`store` are safe to call from any other thread."""
+
+    def __init__(
+        self,
+        settings: MaterializerSettings,
+        bootstrap: str,
+        codecs: CodecLookup,
+        store_options: StoreOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self._bootstrap = bootstrap
+        self._codecs = codecs
+        self._store_options = store_options or StoreOptions()
+        self._assigned: dict[TopicPartitionKey, AssignedPartition] = {}
+        self._markers: dict[str, int] = {}  # table → LSN of its latest truncate marker
+        self._lock = threading.Lock()  # guards _assigned for readers on other threads
+        self._partition_counts: dict[str, int] = {}
+        self._dead_letters = DeadLetters(
+            bootstrap, settings.dead_letter_topic, settings.instance_id
+        )
+        self._consumer = Consumer(self._consumer_settings())
+        self._marker_consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{settings.group}.markers.{settings.instance_id}",
+                "enable.auto.commit": False,
+                "logger": log,
+            }
+        )
+        self._marker_partitions = 0
+        self._last_stats = 0.0
+        self._last_status_file = 0.0
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume and apply until ``stop`` is set, then leave the group cleanly."""
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._consumer.subscribe(
+            [self.settings.table_topic_regex],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "materializer started group=%s instance=%s topics=%s state=%s",
+            self.settings.group,
+            self.settings.instance_id,
+            self.settings.table_topic_regex,
+            self.settings.state_dir,
+        )
+        try:
+            while not stop.is_set():
+                self._poll_markers()
+                self._step()
+                self._refresh_stats()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the partitions (closing every store) and the consumers; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._consumer.close()
+        with self._lock:
+            for part in self._assigned.values():
+                part.applier.store.close()
+            self._assigned.clear()
+        self._marker_consumer.close()
+        self._write_status_file()
+        log.info("materializer stopped instance=%s", self.settings.instance_id)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def status(self) -> InstanceStatus:
+        now = time.monotonic()
+        with self._lock:
+            parts = sorted(self._assigned.items())
+            partitions = tuple(_partition_status(key, part, now) for key, part in parts)
+        return InstanceStatus(
+            group=self.settings.group,
+            instance_id=self.settings.instance_id,
+            pid=os.getpid(),
+            state_dir=str(self.settings.state_dir),
+            updated_at=time.time(),
+            partitions=partitions,
+        )
+
+    def store(self, topic: str, partition: int) -> PartitionStore | None:
+        """The store of an assigned partition, or None when this instance does not own it."""
+        with self._lock:
+            part = self._assigned.get((topic, partition))
+        return part.applier.store if part is not None else None
+
+    def partition_state(self, topic: str, partition: int) -> PartitionState | None:
+        with self._lock:
+            part = self._assigned.get((topic, partition))
+        return part.state if part is not None else None
+
+    def topic_of(self, table: str) -> str:
+        return f"{self.settings.topic_prefix}.{table}"
+
+    def partition_count(self, topic: str) -> int | None:
+        """The partition count of a table topic this instance has seen, else None."""
+        return self._partition_counts.get(topic)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        messages = self._consumer.consume(self.settings.batch_size, timeout=0.2)
+        if not messages:
+            return
+        batches: dict[TopicPartitionKey, list[Message]] = {}
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                check_consumer_error(error)
+                continue
+            batches.setdefault((msg.topic() or "", msg.partition() or 0), []).append(msg)
+        commits = []
+        for key, batch in batches.items():
+            part = self._assigned.get(key)
+            if part is None:  # revoked while the batch was in flight
+                continue
+            last = part.applier.apply(batch)
+            part.position = last + 1
+            part.end_offset = max(part.end_offset, part.position)
+            self._advance_state(key, part)
+            commits.append(TopicPartition(key[0], key[1], part.position))
+        if commits:
+            with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
+                self._consumer.commit(offsets=commits, asynchronous=True)
+
+    def _advance_state(self, key: TopicPartitionKey, part: AssignedPartition) -> None:
+        if part.state is not PartitionState.RESTORING:
+            return
+        now = time.monotonic()
+        if part.position >= part.restore_target:
+            part.state = PartitionState.ACTIVE
+            log.info(
+                "partition active topic=%s partition=%d restored=%d seconds=%.1f",
+                key[0],
+                key[1],
+                part.position - part.restore_start,
+                now - part.assigned_at,
+            )
+        elif now - part.last_progress_log >= _PROGRESS_EVERY_S:
+            part.last_progress_log = now
+            done = part.position - part.restore_start
+            eta = part.restore_eta_s(now)
+            log.info(
+                "restoring topic=%s partition=%d done=%d left=%d rate=%.0f/s eta_s=%s",
+                key[0],
+                key[1],
+                done,
+                part.restore_target - part.position,
+                done / max(now - part.assigned_at, 1e-6),
+                "?" if eta is None else f"{eta:.0f}",
+            )
+
+    def _refresh_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats < _STATS_EVERY_S:
+            return
+        self._last_stats = now
+        with self._lock:
+            parts = list(self._assigned.items())
+        for (topic, partition), part in parts:
+            counters = part.applier.counters
+            seen = counters.applied + counters.skipped + counters.dead_letters
+            since, before = part._rate_mark
+            if since:
+                part.events_per_s = (seen - before) / (now - since)
+            part._rate_mark = (now, seen)
+            with contextlib.suppress(KafkaException):
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+                if high >= 0:
+                    part.end_offset = high
+        if now - self._last_status_file >= _STATUS_FILE_EVERY_S:
+            self._last_status_file = now
+            self._write_status_file()
+
+    def _write_status_file(self) -> None:
+        try:
+            write_status(self.settings.state_dir, self.status())
+        except OSError as exc:
+            log.warning(
+                "cannot write the status file dir=%s error=%s", self.settings.state_dir, exc
+            )
+
+    # -- rebalance callbacks -------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self._open(consumer, tp.topic, tp.partition)
+        consumer.incremental_assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_unassign(partitions)
+        self._close(partitions, "revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch was committed with its offset: the stores are consistent as they are.
+        consumer.incremental_unassign(partitions)
+        self._close(partitions, "lost")
+
+    def _open(self, consumer: Consumer, topic: str, partition: int) -> int:
+        """Open the partition's store; return the offset to resume from."""
+        path = self.settings.state_dir / topic / str(partition)
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=10, cached=False
+        )
+        store = PartitionStore.open(path, self._store_options)
+        applied = store.applied_offset()
+        if applied is not None and not low - 1 <= applied < high:
+            log.warning(
+                "stored offset out of the topic's range, rebuilding topic=%s partition=%d "
+                "stored=%d low=%d high=%d",
+                topic,
+                partition,
+                applied,
+                low,
+                high,
+            )
+            store.close()
+            PartitionStore.destroy(path)
+            store = PartitionStore.open(path, self._store_options)
+            applied = None
+        elif applied is None:
+            log.info(
+                "no local store, building from the topic topic=%s partition=%d", topic, partition
+            )
+        start = applied + 1 if applied is not None else low
+        applier = PartitionApplier(
+            topic=topic,
+            partition=partition,
+            num_partitions=self._partition_count(consumer, topic),
+            table=topic.removeprefix(self.settings.topic_prefix + "."),
+            store=store,
+            dead_letters=self._dead_letters,
+            codecs=self._codecs,
+        )
+        state = PartitionState.RESTORING if start < high else PartitionState.ACTIVE
+        part = AssignedPartition(applier, state, start, start, high, high)
+        with self._lock:
+            self._assigned[(topic, partition)] = part
+        self._apply_marker(part, self._markers.get(part.table))
+        log.info(
+            "partition assigned topic=%s partition=%d resume=%d end=%d state=%s",
+            topic,
+            partition,
+            start,
+            high,
+            state.value,
+        )
+        return start if applied is not None else OFFSET_BEGINNING
+
+    def _close(self, partitions: list[TopicPartition], why: str) -> None:
+        for tp in partitions:
+            with self._lock:
+                part = self._assigned.pop((tp.topic, tp.partition), None)
+            if part is not None:
+                part.applier.store.close()
+                log.info("partition %s topic=%s partition=%d", why, tp.topic, tp.partition)
+
+    # -- truncate markers ----------------------------------------------------------------------
+
+    def _poll_markers(self) -> None:
+        self._assign_marker_partitions()
+        if not self._marker_partitions:
+            return
+        for msg in self._marker_consumer.consume(500, timeout=0):
+            if msg.error() is not None:
+                continue
+            try:
+                marker = decode(msg.value())
+            except MalformedEventError as exc:
+                self._dead_letters.send(msg, exc.reason)
+                continue
+            if not isinstance(marker, TruncateMarker):
+                continue
+            if marker.lsn <= self._markers.get(marker.table, -1):
+                continue
+            self._markers[marker.table] = marker.lsn
+            with self._lock:
+                parts = [p for p in self._assigned.values() if p.table == marker.table]
+            for part in parts:
+                self._apply_marker(part, marker.lsn)
+
+    def _assign_marker_partitions(self) -> None:
+        topic = self.settings.marker_topic
+        if self._marker_partitions and time.monotonic() - self._last_stats < _STATS_EVERY_S:
+            return
+        try:
+            metadata = self._marker_consumer.list_topics(topic, timeout=0.5)
+        except KafkaException:
+            return
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return
+        count = len(found.partitions)
+        if count != self._marker_partitions:
+            self._marker_consumer.assign(
+                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(count)]
+            )
+            self._marker_partitions = count
+
+    def _apply_marker(self, part: AssignedPartition, lsn: int | None) -> None:
+        store = part.applier.store
+        watermark = store.truncate_watermark()
+        if lsn is None or (watermark is not None and lsn <= watermark):
+            return
+        removed = store.truncate_below(lsn)
+        log.info(
+            "table truncated table=%s topic=%s partition=%d lsn=%d rows_removed=%d",
+            part.table,
+            part.applier.topic,
+            part.applier.partition,
+            lsn,
+            removed,
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _consumer_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "bootstrap.servers": self._bootstrap,
+            "group.id": s.group,
+            "group.instance.id": s.instance_id,
+            "client.id": f"{s.group}.{s.instance_id}",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            # New table topics join the subscription within this interval.
+            "topic.metadata.refresh.interval.ms": 5_000,
+            "queued.min.messages": 100_000,
+            "logger": log,
+        }
+
+    def _partition_count(self, consumer: Consumer, topic: str) -> int:
+        metadata = consumer.list_topics(topic, timeout=10)
+        count = len(metadata.topics[topic].partitions)
+        self._partition_counts[topic] = count
+        return count
+
+
+def _partition_status(
+    key: TopicPartitionKey, part: AssignedPartition, now: float
+) -> PartitionStatus:
+    counters = part.applier.counters
+    store = part.applier.store
+    return PartitionStatus(
+        topic=key[0],
+        partition=key[1],
+        table=part.table,
+        state=part.state.value,
+        position=part.position,
+        end_offset=part.end_offset,
+        restored=min(part.position, part.restore_target) - part.restore_start,
+        restore_total=part.restore_target - part.restore_start,
+        restore_eta_s=part.restore_eta_s(now),
+        events_per_s=round(part.events_per_s, 1),
+        applied=counters.applied,
+        skipped=counters.skipped,
+        dead_letters=counters.dead_letters,
+        routing_checked=counters.routing_checked,
+        routing_mismatches=counters.routing_mismatches,
+        unresolved_toast=counters.unresolved_toast,
+        rows=store.count_estimate() if store.is_open else 0,
+    )

@@ -1,0 +1,95 @@
+"""What an instance reports about itself: per-partition state, position, lag and counters.
+
+An instance publishes its status two ways: as Prometheus metrics (:mod:`fabric.materialize.metrics`)
+and as ``status.json`` in its state folder, rewritten every couple of seconds, which is what
+``fabric materialize status`` reads for every instance on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+# An instance that has not rewritten its status for this long is reported as not running.
+STALE_AFTER_S = 10.0
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    table: str
+    state: str  # RESTORING or ACTIVE
+    position: int  # the next offset to apply
+    end_offset: int  # the topic-partition's end as last seen
+    restored: int  # records re-read since assignment to catch up (0 when resumed at the end)
+    restore_total: int  # records to re-read: the end offset seen at assignment - the resume offset
+    restore_eta_s: float | None
+    events_per_s: float
+    applied: int
+    skipped: int
+    dead_letters: int
+    routing_checked: int
+    routing_mismatches: int
+    unresolved_toast: int
+    rows: int  # RocksDB's estimate
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end_offset - self.position)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    group: str
+    instance_id: str
+    pid: int
+    state_dir: str
+    updated_at: float  # wall clock, seconds
+    partitions: tuple[PartitionStatus, ...] = field(default_factory=tuple)
+
+    @property
+    def running(self) -> bool:
+        return time.time() - self.updated_at < STALE_AFTER_S
+
+    def to_json(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc["running"] = self.running
+        for part, shown in zip(self.partitions, doc["partitions"], strict=True):
+            shown["lag"] = part.lag
+        return doc
+
+    @staticmethod
+    def from_json(doc: dict[str, object]) -> InstanceStatus:
+        parts = doc.get("partitions") or []
+        assert isinstance(parts, list)
+        names = set(PartitionStatus.__dataclass_fields__)
+        partitions = tuple(
+            PartitionStatus(**{k: v for k, v in p.items() if k in names}) for p in parts
+        )
+        fields = {k: v for k, v in doc.items() if k in InstanceStatus.__dataclass_fields__}
+        fields["partitions"] = partitions
+        return InstanceStatus(**fields)  # type: ignore[arg-type]
+
+
+def write_status(state_dir: Path, status: InstanceStatus) -> None:
+    """Replace the instance's status file atomically (readers never see half a file)."""
+    path = state_dir / STATUS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status.to_json(), indent=1))
+    os.replace(tmp, path)
+
+
+def read_statuses(instances_dir: Path) -> list[InstanceStatus]:
+    """The last status of every instance whose state folder is under ``instances_dir``."""
+    statuses = []
+    for path in sorted(instances_dir.glob(f"*/{STATUS_FILE}")):
+        try:
+            statuses.append(InstanceStatus.from_json(json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # being replaced right now, or not a status file of this version
+    return statuses
