@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from fabric.core.keys import KeyCodec
 from fabric.core.types import Column, ColumnType, TableSchema
@@ -28,7 +29,8 @@ _COLUMNS = """
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        e.oid IS NOT NULL,
        b.typname, bn.nspname,
-       ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = b.oid ORDER BY enumsortorder)
+       ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = b.oid ORDER BY enumsortorder),
+       CASE WHEN a.atthasmissing THEN a.attmissingval::text END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -71,10 +73,13 @@ def read_table_schemas(
         rows = conn.execute(_COLUMNS, params).fetchall()
         keys = conn.execute(_PRIMARY_KEYS, params).fetchall()
     columns: dict[str, list[Column]] = {}
-    for schema, table, name, pg_type, not_null, is_array, base, base_ns, labels in rows:
+    for schema, table, name, pg_type, not_null, is_array, base, base_ns, labels, miss in rows:
         base_name = base if base_ns == "pg_catalog" else f"{base_ns}.{base}"
         column_type = ColumnType(pg_type, base_name, bool(is_array), tuple(labels))
-        columns.setdefault(f"{schema}.{table}", []).append(Column(name, column_type, not_null))
+        missing = None if miss is None else _missing_value(conn, pg_type, miss)
+        columns.setdefault(f"{schema}.{table}", []).append(
+            Column(name, column_type, not_null, missing)
+        )
     primary = {f"{schema}.{table}": tuple(names) for schema, table, names in keys}
     missing = [f"{s}.{t}" for s, t in wanted if f"{s}.{t}" not in columns]
     if missing:
@@ -87,6 +92,20 @@ def read_table_schemas(
         schema, _, table = qualified.partition(".")
         schemas[qualified] = TableSchema(schema, table, tuple(cols), primary.get(qualified, ()))
     return schemas
+
+
+def _missing_value(conn: psycopg.Connection[Any], pg_type: str, text: str) -> Any:
+    """The psycopg value of a column's ``attmissingval``: a one-element array, read as text.
+
+    Postgres parses it back (as ``text[]``, then the element into the column's type), so the
+    value is exactly what a SELECT of a row older than the column returns.
+    """
+    query = sql.SQL("SELECT (({}::text)::text[])[1]::{}").format(
+        sql.Literal(text), sql.SQL(pg_type)
+    )
+    with translated(f"reading the default of a column of type {pg_type}"):
+        row = conn.execute(query).fetchone()
+    return None if row is None else row[0]
 
 
 def _split(table: str) -> tuple[str, str]:

@@ -12,7 +12,8 @@ Key columns of these types route exactly: smallint, integer, bigint, numeric, do
 text, varchar, char, boolean, uuid, date, time, timestamp, timestamptz, bytea and enums.
 Not modelled, so refused as lookup keys: real (Connect writes it with ``Float.toString``), json
 and jsonb (Postgres's own text form is not recoverable from the parsed value), arrays, and
-intervals with months or a negative part (a ``timedelta`` does not say how Postgres spelled them).
+negative intervals. An interval key routes exactly only when Postgres stores it as days plus a
+time part under 24 hours, without months: a ``timedelta`` does not say how Postgres spelled it.
 """
 
 from __future__ import annotations

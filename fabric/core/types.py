@@ -81,9 +81,14 @@ class ColumnType:
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """``missing`` is the value Postgres shows for the column in rows written before it was added
+    (``ADD COLUMN … DEFAULT`` with a constant: ``pg_attribute.attmissingval``), as psycopg
+    returns it; ``None`` otherwise. A stored image without the column reads as this value."""
+
     name: str
     type: ColumnType
     not_null: bool = False
+    missing: Any = None
 
 
 @dataclass(frozen=True)
@@ -98,14 +103,15 @@ class TableSchema:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
-    _decoders: tuple[tuple[str, Converter, tuple[object, ...]], ...] = field(
+    _decoders: tuple[tuple[str, Converter, tuple[object, ...], Any], ...] = field(
         init=False, repr=False, compare=False
     )
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         decoders = tuple(
-            (c.name, column_decoder(self.qualified, c), _placeholders(c.type)) for c in self.columns
+            (c.name, column_decoder(self.qualified, c), _placeholders(c.type), c.missing)
+            for c in self.columns
         )
         object.__setattr__(self, "_decoders", decoders)
         object.__setattr__(self, "_names", frozenset(c.name for c in self.columns))
@@ -127,6 +133,7 @@ class TableSchema:
                         c.type.is_array,
                         c.type.enum_labels,
                         c.not_null,
+                        repr(c.missing),
                     ]
                     for c in self.columns
                 ],
@@ -147,7 +154,9 @@ def decode_row(
 ) -> dict[str, Any]:
     """The psycopg values of a Debezium row image, keyed in table column order.
 
-    A column the image lacks decodes as ``None`` (the image predates an ADD COLUMN). A column
+    A column the image lacks (the image predates an ADD COLUMN) decodes as the value Postgres
+    shows for it in such rows: :attr:`Column.missing`, ``None`` unless it was added with a
+    constant default. A column
     the table lacks raises :class:`UnknownColumnsError` unless ``ignore_unknown`` (the catalog
     was re-read and the column is gone). A TOAST placeholder raises
     :class:`UnavailableValueError`; a value that does not fit its type raises
@@ -159,10 +168,10 @@ def decode_row(
             raise UnknownColumnsError(table.qualified, unknown)
     row: dict[str, Any] = {}
     unavailable: list[str] = []
-    for name, convert, placeholders in table._decoders:
+    for name, convert, placeholders, missing in table._decoders:
         value = image.get(name)
         if value is None:
-            row[name] = None
+            row[name] = missing if missing is not None and name not in image else None
         elif value in placeholders:
             unavailable.append(name)
         else:

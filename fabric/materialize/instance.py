@@ -51,6 +51,7 @@ TopicPartitionKey = tuple[str, int]
 _PROGRESS_EVERY_S = 5.0
 _STATS_EVERY_S = 1.0
 _STATUS_FILE_EVERY_S = 2.0
+_MARKER_CHECK_EVERY_S = 1.0
 
 
 class PartitionState(StrEnum):
@@ -115,6 +116,7 @@ class Materializer:
             }
         )
         self._marker_partitions = 0
+        self._next_marker_check = 0.0
         self._last_stats = 0.0
         self._last_status_file = 0.0
         self._closed = False
@@ -381,8 +383,11 @@ class Materializer:
 
     def _assign_marker_partitions(self) -> None:
         topic = self.settings.marker_topic
-        if self._marker_partitions and time.monotonic() - self._last_stats < _STATS_EVERY_S:
+        now = time.monotonic()
+        # The topic appears with the first TRUNCATE and may gain partitions: look once a second.
+        if now < self._next_marker_check:
             return
+        self._next_marker_check = now + _MARKER_CHECK_EVERY_S
         try:
             metadata = self._marker_consumer.list_topics(topic, timeout=0.5)
         except KafkaException:

@@ -241,6 +241,24 @@ def test_unknown_columns_raise_a_distinct_error_unless_ignored() -> None:
     assert decode_row(TABLE, image, ignore_unknown=True)["c_text"] == "x"
 
 
+def test_a_column_added_with_a_constant_default_reads_as_that_default_in_older_rows() -> None:
+    added = TableSchema(
+        "public",
+        "t",
+        (
+            Column("id", ColumnType("integer", "int4"), not_null=True),
+            Column("score", ColumnType("numeric(5,2)", "numeric"), missing=Decimal("1.50")),
+            Column("note", ColumnType("text", "text")),
+        ),
+        ("id",),
+    )
+    # Written before ADD COLUMN: Postgres shows the default (attmissingval) and NULL.
+    assert decode_row(added, {"id": 1}) == {"id": 1, "score": Decimal("1.50"), "note": None}
+    # Written after: an explicit NULL stays NULL.
+    assert decode_row(added, {"id": 2, "score": None, "note": None})["score"] is None
+    assert added.version != TableSchema("public", "t", added.columns[:1], ("id",)).version
+
+
 # The placeholder of an unchanged TOASTed column, per type, as the connector wrote it.
 TOASTED = {
     "id": 7,
