@@ -113,6 +113,9 @@ class MaterializerSettings:
     instances_dir: Path  # where `fabric materialize status` finds every local instance's status
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # Prometheus scrape endpoint; None: not served
+    # host:port where other instances and clients reach this instance's gRPC service; carried in
+    # the group membership (fabric.materialize.membership). None: the instance serves no queries.
+    advertised_endpoint: str | None = None
 
     @property
     def table_topic_regex(self) -> str:
@@ -183,6 +186,7 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
         instances_dir=stack.state_dir / "instances",
         metrics_host=env.get("FABRIC_METRICS_HOST", "127.0.0.1"),
         metrics_port=_port(env, "FABRIC_METRICS_PORT", 0) if "FABRIC_METRICS_PORT" in env else None,
+        advertised_endpoint=env.get("FABRIC_ADVERTISED_ENDPOINT") or None,
     )
 
 

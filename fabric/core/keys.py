@@ -39,6 +39,12 @@ class KeyCodec:
         if not table.primary_key:
             raise InvalidKeyError(f"table {table.qualified} has no primary key to look rows up by")
         by_name = {c.name: c for c in table.columns}
+        unknown = [name for name in table.primary_key if name not in by_name]
+        if unknown:
+            raise InvalidKeyError(
+                f"table {table.qualified}: key columns {', '.join(unknown)} are not columns of "
+                "its definition; re-read the catalog"
+            )
         self.table = table.qualified
         self.columns: tuple[str, ...] = table.primary_key
         self._parts: tuple[tuple[str, Converter, Encoder], ...] = tuple(
@@ -77,7 +83,7 @@ class KeyCodec:
                 raise InvalidKeyError(f"{self.table}.{name}: a key value is never NULL", name)
             try:
                 fields.append((name, encode(value)))
-            except (TypeError, ValueError, OverflowError) as exc:
+            except (TypeError, ValueError, ArithmeticError) as exc:
                 raise InvalidKeyError(f"{self.table}.{name}: {exc}", name) from None
         return encode_key(fields)
 
@@ -95,7 +101,7 @@ class KeyCodec:
                 raise MalformedEventError(f"{self.table}: key column {name} is missing or null")
             try:
                 fields.append((name, encode(decode(value))))
-            except (TypeError, ValueError, OverflowError) as exc:
+            except (TypeError, ValueError, ArithmeticError) as exc:
                 raise InvalidKeyError(f"{self.table}.{name}: {exc}", name) from None
         return encode_key(fields)
 
@@ -108,6 +114,14 @@ def _encoder(column: Column) -> Encoder:
         return _text
     if column_type.base == "timestamptz":
         return _timestamptz(_fraction_digits(column_type.pg_type))
+    # Postgres stores numeric(p,s) at scale s and char(n) padded to n, and Debezium writes them
+    # so: a lookup's 1.5 or 'ab' must become 1.50 or 'ab   ' to find the key.
+    scale = _NUMERIC_SCALE.fullmatch(column_type.pg_type)
+    if column_type.base == "numeric" and scale:
+        return _scaled_numeric(int(scale.group(1)))
+    length = _CHAR_LENGTH.fullmatch(column_type.pg_type)
+    if column_type.base == "bpchar" and length:
+        return _padded_text(int(length.group(1)))
     encoder = _ENCODERS.get(column_type.base)
     if encoder is None:
         return _refuse(f"{column_type.pg_type} columns are not supported as lookup keys")
@@ -144,6 +158,31 @@ def _numeric(value: Any) -> KeyValue:
         raise ValueError(f"{number} is not supported as a key")
     # Debezium's string mode writes BigDecimal.toPlainString(): never an exponent.
     return format(number, "f")
+
+
+_NUMERIC_SCALE = re.compile(r"numeric\(\d+,(\d+)\)")
+_CHAR_LENGTH = re.compile(r"character\((\d+)\)")
+
+
+def _scaled_numeric(scale: int) -> Encoder:
+    exponent = Decimal(1).scaleb(-scale)
+
+    def encode(value: Any) -> KeyValue:
+        _expect(value, Decimal, int)
+        number = Decimal(value)
+        if not number.is_finite():
+            raise ValueError(f"{number} is not supported as a key")
+        return format(number.quantize(exponent), "f")
+
+    return encode
+
+
+def _padded_text(length: int) -> Encoder:
+    def encode(value: Any) -> KeyValue:
+        _expect(value, str)
+        return str(value).ljust(length)
+
+    return encode
 
 
 def _float(value: Any) -> KeyValue:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -33,6 +35,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from fabric.config import MaterializerSettings
 from fabric.core.events import TruncateMarker, decode
@@ -40,6 +43,7 @@ from fabric.errors import MalformedEventError
 from fabric.kafka_errors import check_consumer_error
 from fabric.materialize.applier import CodecLookup, PartitionApplier
 from fabric.materialize.deadletters import DeadLetters
+from fabric.materialize.membership import member_client_id
 from fabric.materialize.status import InstanceStatus, PartitionStatus, write_status
 from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
@@ -57,6 +61,17 @@ _MARKER_CHECK_EVERY_S = 1.0
 class PartitionState(StrEnum):
     RESTORING = "RESTORING"
     ACTIVE = "ACTIVE"
+
+
+@dataclass(frozen=True)
+class PartitionPosition:
+    state: PartitionState
+    position: int  # the next offset to apply
+    end_offset: int  # the partition's end as last seen
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end_offset - self.position)
 
 
 @dataclass
@@ -103,6 +118,9 @@ class Materializer:
         self._markers: dict[str, int] = {}  # table → LSN of its latest truncate marker
         self._lock = threading.Lock()  # guards _assigned for readers on other threads
         self._partition_counts: dict[str, int] = {}
+        self._rebalance_listeners: list[Callable[[], None]] = []
+        # Metadata lookups from reader threads, apart from the consumer the loop owns.
+        self._metadata = AdminClient({"bootstrap.servers": bootstrap, "logger": log})  # type: ignore[dict-item]
         self._dead_letters = DeadLetters(
             bootstrap, settings.dead_letter_topic, settings.instance_id
         )
@@ -189,12 +207,53 @@ class Materializer:
             part = self._assigned.get((topic, partition))
         return part.state if part is not None else None
 
+    def partition_position(self, topic: str, partition: int) -> PartitionPosition | None:
+        """State, next offset to apply and end offset of an assigned partition, else None."""
+        with self._lock:
+            part = self._assigned.get((topic, partition))
+            if part is None:
+                return None
+            return PartitionPosition(part.state, part.position, part.end_offset)
+
+    def all_active(self) -> bool:
+        """True once the instance holds partitions and every one of them is ACTIVE."""
+        with self._lock:
+            parts = list(self._assigned.values())
+        return bool(parts) and all(p.state is PartitionState.ACTIVE for p in parts)
+
     def topic_of(self, table: str) -> str:
         return f"{self.settings.topic_prefix}.{table}"
 
+    def table_of(self, topic: str) -> str:
+        return topic.removeprefix(self.settings.topic_prefix + ".")
+
     def partition_count(self, topic: str) -> int | None:
-        """The partition count of a table topic this instance has seen, else None."""
-        return self._partition_counts.get(topic)
+        """The partition count of a table topic, None when Kafka has no such topic."""
+        count = self._partition_counts.get(topic)
+        if count is not None:
+            return count
+        try:
+            metadata = self._metadata.list_topics(topic, timeout=5)
+        except KafkaException:
+            return None
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return None
+        self._partition_counts[topic] = len(found.partitions)
+        return len(found.partitions)
+
+    def table_topics(self) -> list[str]:
+        """Every table topic Kafka has under the prefix."""
+        try:
+            metadata = self._metadata.list_topics(timeout=5)
+        except KafkaException:
+            return sorted(self._partition_counts)
+        pattern = re.compile(self.settings.table_topic_regex)
+        return sorted(t for t in metadata.topics if pattern.match(t))
+
+    def add_rebalance_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the consumer thread) after every assignment change."""
+        self._rebalance_listeners.append(listener)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -288,15 +347,25 @@ class Materializer:
         for tp in partitions:
             tp.offset = self._open(consumer, tp.topic, tp.partition)
         consumer.incremental_assign(partitions)
+        self._notify_rebalance()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_unassign(partitions)
         self._close(partitions, "revoked")
+        self._notify_rebalance()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch was committed with its offset: the stores are consistent as they are.
         consumer.incremental_unassign(partitions)
         self._close(partitions, "lost")
+        self._notify_rebalance()
+
+    def _notify_rebalance(self) -> None:
+        for listener in self._rebalance_listeners:
+            try:
+                listener()
+            except Exception:  # a listener must never break the consumer's rebalance
+                log.exception("rebalance listener failed")
 
     def _open(self, consumer: Consumer, topic: str, partition: int) -> int:
         """Open the partition's store; return the offset to resume from."""
@@ -329,7 +398,7 @@ class Materializer:
             topic=topic,
             partition=partition,
             num_partitions=self._partition_count(consumer, topic),
-            table=topic.removeprefix(self.settings.topic_prefix + "."),
+            table=self.table_of(topic),
             store=store,
             dead_letters=self._dead_letters,
             codecs=self._codecs,
@@ -425,7 +494,7 @@ class Materializer:
             "bootstrap.servers": self._bootstrap,
             "group.id": s.group,
             "group.instance.id": s.instance_id,
-            "client.id": f"{s.group}.{s.instance_id}",
+            "client.id": member_client_id(s.instance_id, s.advertised_endpoint),
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -71,6 +71,11 @@ class StatusCollector(Collector):
                 "Records whose rebuilt key does not route to their partition",
                 labels=_LABELS,
             ),
+            "unresolved_toast": CounterMetricFamily(
+                "fabric_partition_unresolved_toast",
+                "Updates whose unchanged TOAST value had no stored value to keep",
+                labels=_LABELS,
+            ),
             "routing_checked": CounterMetricFamily(
                 "fabric_partition_routing_checked",
                 "Records whose routing was checked",

@@ -66,7 +66,8 @@ class InstanceStatus:
     @staticmethod
     def from_json(doc: dict[str, object]) -> InstanceStatus:
         parts = doc.get("partitions") or []
-        assert isinstance(parts, list)
+        if not isinstance(parts, list | tuple) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError("'partitions' is not a list of objects")
         names = set(PartitionStatus.__dataclass_fields__)
         partitions = tuple(
             PartitionStatus(**{k: v for k, v in p.items() if k in names}) for p in parts
@@ -89,7 +90,10 @@ def read_statuses(instances_dir: Path) -> list[InstanceStatus]:
     statuses = []
     for path in sorted(instances_dir.glob(f"*/{STATUS_FILE}")):
         try:
-            statuses.append(InstanceStatus.from_json(json.loads(path.read_text())))
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict):
+                continue  # valid JSON, but not a status document
+            statuses.append(InstanceStatus.from_json(doc))
         except (OSError, ValueError, TypeError):
             continue  # being replaced right now, or not a status file of this version
     return statuses

@@ -20,7 +20,7 @@ from fabric.catalog import Catalog
 from fabric.core.partitioner import partition_for
 from fabric.core.types import TableSchema, UnknownColumnsError, decode_row
 from fabric.errors import FabricError, UnknownTableError
-from fabric.materialize.instance import Materializer, PartitionState
+from fabric.materialize.instance import Materializer, PartitionPosition, PartitionState
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore
 
@@ -45,6 +45,14 @@ class KeyQueryMetadata:
     topic: str
     partition: int
     key: bytes
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A lookup's answer: the row (None: no such key) and the partition's position then."""
+
+    row: Row | None
+    position: PartitionPosition
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,15 @@ class LocalTables:
 
     def get(self, table: str, key: KeyValues) -> Row | None:
         """The row with primary key ``key``, or None when there is none."""
-        meta = self.key_metadata(table, key)
-        stored = self._store(meta).get(meta.key)
-        return None if stored is None else self._row(table, meta.partition, stored)
+        return self.lookup(self.key_metadata(table, key)).row
+
+    def lookup(self, meta: KeyQueryMetadata) -> Lookup:
+        """The row under ``meta``'s key, read from this instance's ACTIVE store of its
+        partition, with the partition's position; raises :class:`NotLocalError` otherwise."""
+        store, position = self._local(meta)
+        stored = store.get(meta.key)
+        row = None if stored is None else self._row(meta.table, meta.partition, stored)
+        return Lookup(row, position)
 
     def get_many(self, table: str, keys: Sequence[KeyValues]) -> list[Row | None]:
         """The rows of ``keys``, in the order of ``keys``, None where a key has no row."""
@@ -110,11 +124,15 @@ class LocalTables:
             yield self._row(table, partition, stored)
 
     def _store(self, meta: KeyQueryMetadata) -> PartitionStore:
-        state = self._materializer.partition_state(meta.topic, meta.partition)
+        return self._local(meta)[0]
+
+    def _local(self, meta: KeyQueryMetadata) -> tuple[PartitionStore, PartitionPosition]:
+        position = self._materializer.partition_position(meta.topic, meta.partition)
         store = self._materializer.store(meta.topic, meta.partition)
-        if state is not PartitionState.ACTIVE or store is None:
+        if position is None or position.state is not PartitionState.ACTIVE or store is None:
+            state = position.state if position is not None else None
             raise NotLocalError(meta.table, meta.partition, state)
-        return store
+        return store, position
 
     def _row(self, table: str, partition: int, stored: StoredRow) -> Row:
         values = decode_image(self._catalog, table, stored.image)
