@@ -128,11 +128,28 @@ class MaterializerSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """One instance's gRPC query service."""
+
+    host: str  # the address the server binds (loopback by default)
+    port: int
+    workers: int  # threads answering calls
+    # How long a stopping instance keeps answering for its partitions after leaving the group,
+    # until their new owners are ACTIVE (at most this long).
+    handover_timeout_s: float
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class FabricConfig:
     stack: StackConfig
     endpoints: Endpoints
     connectors: ConnectorSettings
     materializer: MaterializerSettings
+    serve: ServeSettings
     # Values that fill `${NAME}` placeholders in connector specs; secrets among them.
     spec_values: Mapping[str, str]
     secret_names: frozenset[str]
@@ -168,7 +185,14 @@ def load(environ: Mapping[str, str] | None = None) -> FabricConfig:
     values.update({k: v for k, v in env.items() if k.startswith("FABRIC_")})
     secret_names = frozenset(k for k in values if _looks_secret(k))
     return FabricConfig(
-        stack, endpoints, connectors, _materializer(env, stack), values, secret_names, dict(env)
+        stack,
+        endpoints,
+        connectors,
+        _materializer(env, stack),
+        _serve(env),
+        values,
+        secret_names,
+        dict(env),
     )
 
 
@@ -187,6 +211,15 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
         metrics_host=env.get("FABRIC_METRICS_HOST", "127.0.0.1"),
         metrics_port=_port(env, "FABRIC_METRICS_PORT", 0) if "FABRIC_METRICS_PORT" in env else None,
         advertised_endpoint=env.get("FABRIC_ADVERTISED_ENDPOINT") or None,
+    )
+
+
+def _serve(env: Mapping[str, str]) -> ServeSettings:
+    return ServeSettings(
+        host=env.get("FABRIC_GRPC_HOST", "127.0.0.1"),
+        port=_port(env, "FABRIC_GRPC_PORT", 27070),
+        workers=_int(env, "FABRIC_GRPC_WORKERS", 32),
+        handover_timeout_s=float(env.get("FABRIC_HANDOVER_TIMEOUT_S", "60")),
     )
 
 

@@ -221,6 +221,10 @@ class Materializer:
             parts = list(self._assigned.values())
         return bool(parts) and all(p.state is PartitionState.ACTIVE for p in parts)
 
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap
+
     def topic_of(self, table: str) -> str:
         return f"{self.settings.topic_prefix}.{table}"
 

@@ -98,7 +98,7 @@ class LocalTables:
         partition, with the partition's position; raises :class:`NotLocalError` otherwise."""
         store, position = self._local(meta)
         stored = store.get(meta.key)
-        row = None if stored is None else self._row(meta.table, meta.partition, stored)
+        row = None if stored is None else self.row_of(meta.table, meta.partition, stored)
         return Lookup(row, position)
 
     def get_many(self, table: str, keys: Sequence[KeyValues]) -> list[Row | None]:
@@ -113,7 +113,7 @@ class LocalTables:
             found = store.get_many([metas[i].key for i in indexes])
             for index, stored in zip(indexes, found, strict=True):
                 if stored is not None:
-                    rows[index] = self._row(table, partition, stored)
+                    rows[index] = self.row_of(table, partition, stored)
         return rows
 
     def scan(self, table: str, partition: int, limit: int | None = None) -> Iterator[Row]:
@@ -121,7 +121,7 @@ class LocalTables:
         topic = self._materializer.topic_of(table)
         store = self._store(KeyQueryMetadata(table, topic, partition, b""))
         for _, stored in store.scan(limit=limit):
-            yield self._row(table, partition, stored)
+            yield self.row_of(table, partition, stored)
 
     def _store(self, meta: KeyQueryMetadata) -> PartitionStore:
         return self._local(meta)[0]
@@ -134,15 +134,20 @@ class LocalTables:
             raise NotLocalError(meta.table, meta.partition, state)
         return store, position
 
-    def _row(self, table: str, partition: int, stored: StoredRow) -> Row:
+    def row_of(self, table: str, partition: int, stored: StoredRow) -> Row:
+        """A stored row decoded with the table's current definition."""
         values = decode_image(self._catalog, table, stored.image)
         return Row(table, values, stored.lsn, stored.commit_ts_ms, stored.offset, partition)
 
+    def decode(self, table: str, image: bytes | dict[str, Any]) -> dict[str, Any]:
+        return decode_image(self._catalog, table, image)
 
-def decode_image(catalog: Catalog, table: str, image: bytes) -> dict[str, Any]:
-    """A stored image as psycopg values under the table's current definition."""
+
+def decode_image(catalog: Catalog, table: str, image: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A row image (stored bytes, or a change event's image) as psycopg values under the
+    table's current definition."""
     schema: TableSchema = catalog.schema(table)
-    document = orjson.loads(image)
+    document = orjson.loads(image) if isinstance(image, bytes) else image
     try:
         return decode_row(schema, document)
     except UnknownColumnsError:

@@ -1,0 +1,71 @@
+"""`fabric serve`: run one fabric instance (materializer + gRPC query service) until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from fabric.config import FabricConfig
+from fabric.serve.server import FabricServer
+
+
+def register(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = areas.add_parser("serve", help="run a fabric instance: materializer + query service")
+    parser.add_argument("--instance-id", help="static group member id (FABRIC_INSTANCE_ID)")
+    parser.add_argument("--group", help="the fabric's consumer group (FABRIC_GROUP)")
+    parser.add_argument(
+        "--state-dir", help="this instance's stores (default: <state>/instances/<id>)"
+    )
+    parser.add_argument("--host", help="address to bind (FABRIC_GRPC_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="gRPC port (FABRIC_GRPC_PORT, default 27070)")
+    parser.add_argument(
+        "--advertise", help="host:port other instances and clients use (default: host:port)"
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, cfg: FabricConfig) -> int:
+    cfg = configured(cfg, args)
+    server = FabricServer(cfg, advertised_endpoint=args.advertise or None)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    print(f"fabric instance {server.me.instance_id} serving on {server.endpoint}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def configured(cfg: FabricConfig, args: argparse.Namespace) -> FabricConfig:
+    """``cfg`` with the instance's flags applied over the environment's settings."""
+    materializer = cfg.materializer
+    if args.group:
+        materializer = replace(
+            materializer, group=args.group, dead_letter_topic=f"{args.group}.dead-letters"
+        )
+    if args.instance_id:
+        materializer = replace(
+            materializer,
+            instance_id=args.instance_id,
+            state_dir=materializer.instances_dir / args.instance_id,
+        )
+    if args.state_dir:
+        materializer = replace(materializer, state_dir=Path(args.state_dir).absolute())
+    if args.metrics_port is not None:
+        materializer = replace(materializer, metrics_port=args.metrics_port)
+    serve = cfg.serve
+    if args.host:
+        serve = replace(serve, host=args.host)
+    if args.port is not None:
+        serve = replace(serve, port=args.port)
+    return replace(cfg, materializer=materializer, serve=serve)

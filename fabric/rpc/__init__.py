@@ -1,0 +1,1 @@
+"""The interactive-query API: generated messages (``v1``) and their conversions."""

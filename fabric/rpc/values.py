@@ -1,0 +1,272 @@
+"""psycopg values ↔ the API's typed ``Value`` messages.
+
+The server encodes a row with its table's column types (so a ``str`` becomes ``text``, ``uuid``
+or ``json`` as the column says); any client decodes a ``Value`` by its kind alone and gets the
+value psycopg would have returned. Key values arriving in requests are decoded the same way and
+then checked against the key columns by :class:`fabric.core.keys.KeyCodec`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fabric.core.types import ColumnType, TableSchema
+from fabric.errors import InvalidKeyError
+from fabric.rpc.v1 import fabric_pb2 as pb
+
+Encoder = Callable[[Any], pb.Value]
+
+_EPOCH_DATE = date(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_NULL = pb.Value(null=pb.NULL_VALUE)
+
+
+class RowEncoder:
+    """Encodes rows of one table definition; built once per definition, used per answer."""
+
+    def __init__(self, table: TableSchema) -> None:
+        self.version = table.version
+        self._columns = tuple((c.name, _encoder(c.type)) for c in table.columns)
+
+    def row(self, values: dict[str, Any]) -> pb.Row:
+        fields = []
+        for name, encode in self._columns:
+            value = values.get(name)
+            fields.append(pb.Field(name=name, value=_NULL if value is None else encode(value)))
+        return pb.Row(fields=fields)
+
+
+def encode_key(columns: Sequence[str], values: Sequence[Any]) -> pb.Key:
+    """A key message from psycopg values in primary-key order (clients build lookups with it)."""
+    return pb.Key(
+        fields=[
+            pb.Field(name=n, value=encode_value(v)) for n, v in zip(columns, values, strict=True)
+        ]
+    )
+
+
+def encode_value(value: Any) -> pb.Value:
+    """A value by its Python type alone (what a client has for a key): ``int`` → int, ``str`` →
+    text, ``UUID`` → uuid, aware ``datetime`` → timestamptz, naive → timestamp, and so on."""
+    if value is None:
+        return _NULL
+    kind = type(value)
+    encode = _BY_PYTHON_TYPE.get(kind)
+    if encode is None:
+        if isinstance(value, datetime):
+            encode = _timestamptz if value.tzinfo is not None else _timestamp
+        elif isinstance(value, list | tuple):
+            encode = _array(encode_value)
+        else:
+            raise TypeError(f"a {kind.__name__} has no Value kind")
+    return encode(value)
+
+
+def decode_key(key: pb.Key, columns: Sequence[str], table: str) -> dict[str, Any] | list[Any]:
+    """A request's key as psycopg values: a mapping when its fields are named, else a list in
+    primary-key order. Raises :class:`InvalidKeyError` naming the field that is malformed."""
+    named = [f.name for f in key.fields]
+    if any(named) and not all(named):
+        raise InvalidKeyError(
+            f"{table}: name every key field or none (key is {', '.join(columns)})"
+        )
+    values = []
+    for position, field in enumerate(key.fields):
+        column = field.name or (columns[position] if position < len(columns) else f"#{position}")
+        try:
+            values.append(decode_value(field.value))
+        except (ValueError, OverflowError) as exc:
+            raise InvalidKeyError(f"{table}.{column}: {exc}", column) from None
+    if all(named) and named:
+        return dict(zip(named, values, strict=True))
+    return values
+
+
+def decode_value(value: pb.Value) -> Any:
+    """The psycopg value of a ``Value``; raises ``ValueError`` when it is malformed."""
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        raise ValueError("the value has no kind set")
+    decode = _DECODERS[kind]
+    return decode(getattr(value, kind))
+
+
+def decode_row(row: pb.Row) -> dict[str, Any]:
+    return {f.name: decode_value(f.value) for f in row.fields}
+
+
+# -- encoders by column type -------------------------------------------------------------------
+
+
+def _encoder(column_type: ColumnType) -> Encoder:
+    if column_type.is_array:
+        return _array(_scalar_encoder(column_type))
+    return _scalar_encoder(column_type)
+
+
+def _scalar_encoder(column_type: ColumnType) -> Encoder:
+    if column_type.is_enum:
+        return _text
+    return _BY_BASE.get(column_type.base, _fallback)
+
+
+def _array(element: Encoder) -> Encoder:
+    def encode(values: Any) -> pb.Value:
+        return pb.Value(
+            array=pb.ValueList(values=[_NULL if v is None else element(v) for v in values])
+        )
+
+    return encode
+
+
+def _int(value: Any) -> pb.Value:
+    return pb.Value(int=value)
+
+
+def _decimal(value: Any) -> pb.Value:
+    return pb.Value(decimal=str(value))
+
+
+def _double(value: Any) -> pb.Value:
+    return pb.Value(double=value)
+
+
+def _text(value: Any) -> pb.Value:
+    return pb.Value(text=value)
+
+
+def _boolean(value: Any) -> pb.Value:
+    return pb.Value(boolean=value)
+
+
+def _bytes(value: Any) -> pb.Value:
+    return pb.Value(bytes=bytes(value))
+
+
+def _uuid(value: Any) -> pb.Value:
+    return pb.Value(uuid=str(value))
+
+
+def _date(value: Any) -> pb.Value:
+    return pb.Value(date=(value - _EPOCH_DATE).days)
+
+
+def _time(value: Any) -> pb.Value:
+    seconds = (value.hour * 60 + value.minute) * 60 + value.second
+    return pb.Value(time=seconds * 1_000_000 + value.microsecond)
+
+
+def _timestamp(value: Any) -> pb.Value:
+    return pb.Value(timestamp=(value - _EPOCH) // _MICRO)
+
+
+def _timestamptz(value: Any) -> pb.Value:
+    return pb.Value(timestamptz=(value - _EPOCH_UTC) // _MICRO)
+
+
+def _interval(value: Any) -> pb.Value:
+    micros = value.seconds * 1_000_000 + value.microseconds
+    return pb.Value(interval=pb.Interval(months=0, days=value.days, micros=micros))
+
+
+def _json(value: Any) -> pb.Value:
+    return pb.Value(json=json.dumps(value, ensure_ascii=False))
+
+
+def _fallback(value: Any) -> pb.Value:
+    return encode_value(value)
+
+
+_BY_BASE: dict[str, Encoder] = {
+    "int2": _int,
+    "int4": _int,
+    "int8": _int,
+    "numeric": _decimal,
+    "float4": _double,
+    "float8": _double,
+    "text": _text,
+    "varchar": _text,
+    "bpchar": _text,
+    "bool": _boolean,
+    "uuid": _uuid,
+    "date": _date,
+    "time": _time,
+    "timestamp": _timestamp,
+    "timestamptz": _timestamptz,
+    "interval": _interval,
+    "json": _json,
+    "jsonb": _json,
+    "bytea": _bytes,
+}
+
+_BY_PYTHON_TYPE: dict[type, Encoder] = {
+    bool: _boolean,
+    int: _int,
+    float: _double,
+    Decimal: _decimal,
+    str: _text,
+    bytes: _bytes,
+    bytearray: _bytes,
+    uuid.UUID: _uuid,
+    date: _date,
+    time: _time,
+    timedelta: _interval,
+}
+
+
+# -- decoders by kind --------------------------------------------------------------------------
+
+
+def _decode_decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"{text!r} is not a decimal") from None
+
+
+def _decode_interval(value: pb.Interval) -> timedelta:
+    # psycopg counts a month as 30 days.
+    return timedelta(days=value.months * 30 + value.days, microseconds=value.micros)
+
+
+def _decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON text: {exc}") from None
+
+
+def _decode_time(micros: int) -> time:
+    if not 0 <= micros < 86_400_000_000:
+        raise ValueError(f"time {micros} is not microseconds since midnight")
+    return (datetime.min + timedelta(microseconds=micros)).time()
+
+
+def _decode_array(values: pb.ValueList) -> list[Any]:
+    return [decode_value(v) for v in values.values]
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "null": lambda _: None,
+    "boolean": bool,
+    "int": int,
+    "decimal": _decode_decimal,
+    "double": float,
+    "text": str,
+    "bytes": bytes,
+    "uuid": uuid.UUID,
+    "date": lambda days: _EPOCH_DATE + timedelta(days=days),
+    "time": _decode_time,
+    "timestamp": lambda micros: _EPOCH + timedelta(microseconds=micros),
+    "timestamptz": lambda micros: _EPOCH_UTC + timedelta(microseconds=micros),
+    "interval": _decode_interval,
+    "json": _decode_json,
+    "array": _decode_array,
+}

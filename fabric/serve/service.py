@@ -1,0 +1,700 @@
+"""The gRPC ``Fabric`` service of one instance: answers from its stores, forwards the rest.
+
+Routing. A lookup's partition is computed exactly as Connect's producer placed the record
+(:class:`fabric.core.keys.KeyCodec`, then murmur2). If this instance owns the partition and it
+is ACTIVE, the answer comes from its store. Otherwise the request goes, once, to the owner the
+group's assignment names (:mod:`fabric.serve.topology`), with the remaining deadline and the
+``fabric-forwarded`` header; a forwarded request is never forwarded again: an instance that does
+not serve the partition answers UNAVAILABLE with the ``fabric-not-owner`` trailer, which makes
+the forwarder read the topology again and retry. While a partition moves or restores, lookups
+are retried within their deadline, then answered UNAVAILABLE with a ``fabric-retry-after-ms``
+hint: never a wrong answer, never a stale one that does not say so (every row answer carries
+its :class:`Freshness`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from fabric.catalog import Catalog
+from fabric.errors import (
+    FabricError,
+    InvalidKeyError,
+    MalformedEventError,
+    SourceDatabaseError,
+    StoreError,
+    UnknownTableError,
+)
+from fabric.materialize.instance import Materializer, PartitionPosition, PartitionState
+from fabric.materialize.membership import HostInfo
+from fabric.materialize.tables import KeyQueryMetadata, LocalTables, Lookup, NotLocalError, Row
+from fabric.rpc.v1 import fabric_pb2 as pb
+from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
+from fabric.rpc.values import RowEncoder, decode_key, decode_value
+from fabric.serve.topology import GroupTopology
+from fabric.serve.watch import watch_changes
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "fabric-forwarded"
+NOT_OWNER = "fabric-not-owner"
+RETRY_AFTER_MS = "fabric-retry-after-ms"
+MAX_BATCH = 1000
+DEFAULT_DEADLINE_S = 10.0
+_BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.3)
+
+T = TypeVar("T")
+
+
+class _NotServedHereError(Exception):
+    """A forwarded request reached an instance that does not serve its partition."""
+
+
+class _UnavailableError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Peers:
+    """One channel per peer endpoint, kept for the life of the instance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stubs: dict[str, pb_grpc.FabricStub] = {}
+        self._channels: list[grpc.Channel] = []
+
+    def stub(self, endpoint: str) -> pb_grpc.FabricStub:
+        with self._lock:
+            stub = self._stubs.get(endpoint)
+            if stub is None:
+                channel = grpc.insecure_channel(endpoint)
+                self._channels.append(channel)
+                stub = pb_grpc.FabricStub(channel)  # type: ignore[no-untyped-call]
+                self._stubs[endpoint] = stub
+            return stub
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels:
+                channel.close()
+            self._channels.clear()
+            self._stubs.clear()
+
+
+class FabricService(pb_grpc.FabricServicer):
+    def __init__(
+        self,
+        me: HostInfo,
+        materializer: Materializer,
+        catalog: Catalog,
+        topology: GroupTopology,
+        peers: Peers,
+    ) -> None:
+        self._me = me
+        self._materializer = materializer
+        self._catalog = catalog
+        self._tables = LocalTables(materializer, catalog)
+        self._topology = topology
+        self._peers = peers
+        self._encoders: dict[str, RowEncoder] = {}
+
+    # -- Get ---------------------------------------------------------------------------------
+
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
+        with _status_of(context):
+            table = _qualified(request.table)
+            meta = self._metadata(table, request.key)
+            deadline = _deadline(context)
+            forwarded = _is_forwarded(context)
+            response: pb.GetResponse = self._routed(
+                meta,
+                deadline,
+                forwarded,
+                local=lambda: self._answer(self._tables.lookup(meta), meta),
+                remote=lambda stub, timeout: stub.Get(
+                    request, timeout=timeout, metadata=self._forward_metadata()
+                ),
+            )
+            return response
+
+    # -- BatchGet ------------------------------------------------------------------------------
+
+    def BatchGet(
+        self, request: pb.BatchGetRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetResponse:
+        with _status_of(context):
+            if len(request.lookups) > MAX_BATCH:
+                raise _LimitError(
+                    f"a BatchGet holds at most {MAX_BATCH} lookups, got {len(request.lookups)};"
+                    " split it into several calls"
+                )
+            deadline = _deadline(context)
+            forwarded = _is_forwarded(context)
+            results: list[pb.LookupResult | None] = [None] * len(request.lookups)
+            pending: list[tuple[int, KeyQueryMetadata]] = []
+            for index, lookup in enumerate(request.lookups):
+                try:
+                    pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
+                except FabricError as exc:
+                    results[index] = _failed(_code_of(exc), str(exc))
+            self._batch(request, pending, results, deadline, forwarded)
+            return pb.BatchGetResponse(
+                results=[
+                    r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results
+                ]
+            )
+
+    def _batch(
+        self,
+        request: pb.BatchGetRequest,
+        pending: list[tuple[int, KeyQueryMetadata]],
+        results: list[pb.LookupResult | None],
+        deadline: float,
+        forwarded: bool,
+    ) -> None:
+        attempt = 0
+        while pending:
+            remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
+            waiting: list[tuple[int, KeyQueryMetadata]] = []
+            by_partition: dict[tuple[str, int], list[tuple[int, KeyQueryMetadata]]] = {}
+            for item in pending:
+                by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
+            for (topic, partition), items in by_partition.items():
+                local = self._materializer.partition_position(topic, partition)
+                if local is not None and local.state is PartitionState.ACTIVE:
+                    self._batch_local(items, results, waiting)
+                elif local is not None or forwarded:
+                    waiting.extend(items)  # restoring here, or not ours to forward
+                else:
+                    owner = self._owner(topic, partition, refresh=attempt > 0)
+                    if owner is None or owner == self._me:
+                        waiting.extend(items)
+                    else:
+                        remote.setdefault(owner.endpoint, []).extend(items)
+            for endpoint, items in remote.items():
+                waiting.extend(self._batch_remote(endpoint, request, items, results, deadline))
+            pending = waiting
+            if not pending:
+                return
+            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            if forwarded and all(
+                self._materializer.partition_position(m.topic, m.partition) is None
+                for _, m in pending
+            ):
+                pause = 0.0
+            if forwarded or time.monotonic() + pause >= deadline:
+                for index, meta in pending:
+                    results[index] = _failed(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"{meta.table}: partition {meta.partition} is moving or restoring; retry",
+                    )
+                return
+            time.sleep(pause)
+            self._topology.invalidate()
+            attempt += 1
+
+    def _batch_local(
+        self,
+        items: list[tuple[int, KeyQueryMetadata]],
+        results: list[pb.LookupResult | None],
+        waiting: list[tuple[int, KeyQueryMetadata]],
+    ) -> None:
+        for index, meta in items:
+            try:
+                answer = self._answer(self._tables.lookup(meta), meta)
+            except (NotLocalError, StoreError):
+                waiting.append((index, meta))
+                continue
+            except FabricError as exc:
+                results[index] = _failed(_code_of(exc), str(exc))
+                continue
+            results[index] = pb.LookupResult(
+                status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
+            )
+
+    def _batch_remote(
+        self,
+        endpoint: str,
+        request: pb.BatchGetRequest,
+        items: list[tuple[int, KeyQueryMetadata]],
+        results: list[pb.LookupResult | None],
+        deadline: float,
+    ) -> list[tuple[int, KeyQueryMetadata]]:
+        """Forward ``items`` to one owner; returns the ones to try again."""
+        forward = pb.BatchGetRequest(lookups=[request.lookups[index] for index, _ in items])
+        try:
+            answer = self._peers.stub(endpoint).BatchGet(
+                forward,
+                timeout=max(0.001, deadline - time.monotonic()),
+                metadata=self._forward_metadata(),
+            )
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                for index, _ in items:
+                    results[index] = _failed(exc.code(), exc.details() or "")
+                return []
+            return items
+        retry = []
+        for (index, meta), result in zip(items, answer.results, strict=True):
+            if result.status == grpc.StatusCode.UNAVAILABLE.name:
+                retry.append((index, meta))
+            else:
+                results[index] = result
+        return retry
+
+    # -- Scan ----------------------------------------------------------------------------------
+
+    def Scan(
+        self, request: pb.ScanRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ScanResponse]:
+        with _status_of(context):
+            table = _qualified(request.table)
+            schema = self._catalog.schema(table)
+            topic = self._materializer.topic_of(table)
+            count = self._materializer.partition_count(topic)
+            if count is None:
+                raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
+            matches = _scan_filter(request, schema.primary_key, table)
+            start_partition, after_key = _parse_token(request.resume_token)
+            if request.HasField("partition"):
+                partitions = [request.partition]
+            else:
+                partitions = [p for p in range(count) if p >= start_partition]
+            deadline = _deadline(context)
+            forwarded = _is_forwarded(context)
+            left = request.limit or None
+            for partition in partitions:
+                resume = after_key if partition == start_partition else None
+                rows = self._scan_partition(
+                    request,
+                    table=table,
+                    topic=topic,
+                    partition=partition,
+                    after_key=resume,
+                    deadline=deadline,
+                    forwarded=forwarded,
+                )
+                for response in rows:
+                    if not matches(response):
+                        continue
+                    yield response
+                    if left is not None:
+                        left -= 1
+                        if left == 0:
+                            return
+
+    def _scan_partition(
+        self,
+        request: pb.ScanRequest,
+        *,
+        table: str,
+        topic: str,
+        partition: int,
+        after_key: bytes | None,
+        deadline: float,
+        forwarded: bool,
+    ) -> Iterator[pb.ScanResponse]:
+        meta = KeyQueryMetadata(table, topic, partition, b"")
+        local = self._materializer.partition_position(topic, partition)
+        store = self._materializer.store(topic, partition)
+        if local is not None and local.state is PartitionState.ACTIVE and store is not None:
+            encoder = self._encoder(table)
+            for key, stored in store.scan(start=after_key):
+                if after_key is not None and key == after_key:
+                    continue
+                row = self._tables.row_of(table, partition, stored)
+                yield pb.ScanResponse(
+                    row=encoder.row(row.values),
+                    freshness=self._freshness(row, partition, local),
+                    resume_token=_token(partition, key),
+                )
+            return
+        forward = pb.ScanRequest(
+            table=request.table,
+            partition=partition,
+            resume_token=_token(partition, after_key) if after_key is not None else "",
+        )
+        yield from self._routed(
+            meta,
+            deadline,
+            forwarded,
+            local=lambda: self._raise_not_local(meta),
+            remote=lambda stub, timeout: list(
+                stub.Scan(forward, timeout=timeout, metadata=self._forward_metadata())
+            ),
+        )
+
+    def _raise_not_local(self, meta: KeyQueryMetadata) -> NoReturn:
+        position = self._materializer.partition_position(meta.topic, meta.partition)
+        raise NotLocalError(meta.table, meta.partition, position.state if position else None)
+
+    # -- GetTopology -----------------------------------------------------------------------------
+
+    def GetTopology(
+        self, request: pb.GetTopologyRequest, context: grpc.ServicerContext
+    ) -> pb.Topology:
+        with _status_of(context):
+            forwarded = _is_forwarded(context)
+            snapshot = self._topology.refresh(max_age_s=0.0 if not forwarded else 1.0)
+            remote_state: dict[tuple[str, int], tuple[str, int]] = {}
+            if not forwarded:
+                for host in snapshot.instances:
+                    if host == self._me:
+                        continue
+                    try:
+                        theirs = self._peers.stub(host.endpoint).GetTopology(
+                            pb.GetTopologyRequest(),
+                            timeout=2.0,
+                            metadata=self._forward_metadata(),
+                        )
+                    except grpc.RpcError:
+                        continue
+                    for info in theirs.tables:
+                        for part in info.partitions:
+                            if part.owner == host.instance_id:
+                                remote_state[(info.topic, part.partition)] = (
+                                    part.state,
+                                    part.lag_records,
+                                )
+            tables = []
+            for topic in self._materializer.table_topics():
+                table = self._materializer.table_of(topic)
+                count = self._materializer.partition_count(topic) or 0
+                try:
+                    schema = self._catalog.schema(table)
+                except FabricError:
+                    schema = None
+                primary_key = list(schema.primary_key) if schema else []
+                key_columns = [
+                    pb.KeyColumn(
+                        name=c.name,
+                        pg_type=c.type.pg_type,
+                        base_type=c.type.base,
+                        is_enum=c.type.is_enum,
+                    )
+                    for name in primary_key
+                    for c in (schema.columns if schema else ())
+                    if c.name == name
+                ]
+                partitions = []
+                for partition in range(count):
+                    owner = snapshot.owner(topic, partition)
+                    local = self._materializer.partition_position(topic, partition)
+                    if local is not None:
+                        state, lag = local.state.value, local.lag
+                        owner = self._me
+                    elif owner is not None:
+                        state, lag = remote_state.get((topic, partition), ("UNKNOWN", -1))
+                    else:
+                        state, lag = "UNASSIGNED", -1
+                    partitions.append(
+                        pb.PartitionInfo(
+                            partition=partition,
+                            owner=owner.instance_id if owner else "",
+                            endpoint=owner.endpoint if owner else "",
+                            state=state,
+                            lag_records=lag,
+                        )
+                    )
+                tables.append(
+                    pb.TableInfo(
+                        table=table,
+                        topic=topic,
+                        primary_key=primary_key,
+                        partitions=partitions,
+                        key_columns=key_columns,
+                    )
+                )
+            instances = {h.instance_id: h for h in snapshot.instances}
+            instances[self._me.instance_id] = self._me
+            return pb.Topology(
+                tables=tables,
+                instances=[
+                    pb.Instance(instance_id=h.instance_id, endpoint=h.endpoint)
+                    for h in sorted(instances.values(), key=lambda h: h.instance_id)
+                ],
+            )
+
+    # -- Watch -----------------------------------------------------------------------------------
+
+    def Watch(
+        self, request: pb.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchEvent]:
+        with _status_of(context):
+            table = _qualified(request.table)
+            schema = self._catalog.schema(table)
+            topic = self._materializer.topic_of(table)
+            count = self._materializer.partition_count(topic)
+            if count is None:
+                raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
+            key_meta = None
+            if request.HasField("key"):
+                key_meta = self._metadata(table, request.key)
+            prefix: list[Any] = []
+            if request.HasField("prefix"):
+                prefix = _prefix_values(request.prefix, schema.primary_key, table)
+            yield from watch_changes(
+                bootstrap=self._materializer.bootstrap,
+                marker_topic=self._materializer.settings.marker_topic,
+                table=table,
+                topic=topic,
+                partitions=[key_meta.partition] if key_meta else list(range(count)),
+                key=key_meta.key if key_meta else None,
+                prefix=prefix,
+                primary_key=schema.primary_key,
+                resume_token=request.resume_token,
+                decode_image=lambda image: self._tables.decode(table, image),
+                encoder=lambda: self._encoder(table),
+                is_active=context.is_active,
+                served_by=self._me.instance_id,
+            )
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _routed(
+        self,
+        meta: KeyQueryMetadata,
+        deadline: float,
+        forwarded: bool,
+        local: Callable[[], T],
+        remote: Callable[[pb_grpc.FabricStub, float], T],
+    ) -> T:
+        """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on its
+        owner; retried within ``deadline`` while the partition moves or restores."""
+        attempt = 0
+        while True:
+            try:
+                return local()
+            except (NotLocalError, StoreError) as exc:
+                restoring_here = isinstance(exc, NotLocalError) and exc.state is not None
+            if not restoring_here:
+                if forwarded:
+                    raise _NotServedHereError()
+                owner = self._owner(meta.topic, meta.partition, refresh=attempt > 0)
+                if owner is not None and owner != self._me:
+                    try:
+                        return remote(
+                            self._peers.stub(owner.endpoint),
+                            max(0.001, deadline - time.monotonic()),
+                        )
+                    except grpc.RpcError as exc:
+                        if exc.code() not in (grpc.StatusCode.UNAVAILABLE,):
+                            raise
+                        self._topology.invalidate()
+            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            if time.monotonic() + pause >= deadline:
+                raise _UnavailableError(
+                    f"{meta.table}: partition {meta.partition} is moving or restoring; retry"
+                )
+            time.sleep(pause)
+            attempt += 1
+
+    def _owner(self, topic: str, partition: int, *, refresh: bool) -> HostInfo | None:
+        snapshot = self._topology.refresh(max_age_s=0.0 if refresh else 5.0)
+        return snapshot.owner(topic, partition)
+
+    def _forward_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((FORWARDED, self._me.instance_id),)
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _metadata(self, table: str, key: pb.Key) -> KeyQueryMetadata:
+        codec = self._catalog.codec(table)
+        if codec is None:
+            self._catalog.schema(table)  # UnknownTableError when Postgres has no such table
+            raise InvalidKeyError(f"table {table} has no primary key to look rows up by")
+        values = decode_key(key, codec.columns, table)
+        return self._tables.key_metadata(table, values)
+
+    def _answer(self, lookup: Lookup, meta: KeyQueryMetadata) -> pb.GetResponse:
+        row = lookup.row
+        if row is None:
+            return pb.GetResponse(
+                found=False, freshness=self._freshness(None, meta.partition, lookup.position)
+            )
+        return pb.GetResponse(
+            found=True,
+            row=self._encoder(meta.table).row(row.values),
+            freshness=self._freshness(row, meta.partition, lookup.position),
+        )
+
+    def _freshness(
+        self, row: Row | None, partition: int, position: PartitionPosition
+    ) -> pb.Freshness:
+        return pb.Freshness(
+            lsn=(row.lsn or 0) if row else 0,
+            commit_time_ms=(row.commit_ts_ms or 0) if row else 0,
+            partition=partition,
+            offset=row.offset if row else -1,
+            applied_offset=position.position - 1,
+            lag_records=position.lag,
+            served_by=self._me.instance_id,
+        )
+
+    def _encoder(self, table: str) -> RowEncoder:
+        schema = self._catalog.schema(table)
+        encoder = self._encoders.get(table)
+        if encoder is None or encoder.version != schema.version:
+            encoder = RowEncoder(schema)
+            self._encoders[table] = encoder
+        return encoder
+
+
+# -- request helpers -------------------------------------------------------------------------
+
+
+class _LimitError(FabricError):
+    pass
+
+
+def _qualified(table: str) -> str:
+    if not table:
+        raise InvalidKeyError("no table named; give schema.table (a bare name means public)")
+    return table if "." in table else f"public.{table}"
+
+
+def _deadline(context: grpc.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 3600:
+        remaining = DEFAULT_DEADLINE_S
+    return time.monotonic() + remaining
+
+
+def _is_forwarded(context: grpc.ServicerContext) -> bool:
+    return any(k == FORWARDED for k, _ in context.invocation_metadata())
+
+
+def _code_of(exc: FabricError) -> grpc.StatusCode:
+    if isinstance(exc, UnknownTableError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, InvalidKeyError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, _LimitError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, SourceDatabaseError | StoreError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, MalformedEventError):
+        return grpc.StatusCode.DATA_LOSS
+    return grpc.StatusCode.INTERNAL
+
+
+def _failed(code: grpc.StatusCode, message: str) -> pb.LookupResult:
+    return pb.LookupResult(status=code.name, message=message)
+
+
+class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
+    """Turn the fabric's errors into gRPC statuses, once, at the edge of every method."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None:
+            return
+        context = self._context
+        if isinstance(exc, _NotServedHereError):
+            context.set_trailing_metadata(((NOT_OWNER, "1"),))
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition"
+            )
+        if isinstance(exc, _UnavailableError):
+            context.set_trailing_metadata(((RETRY_AFTER_MS, "200"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+            # A peer's answer to a forwarded request: passed on as the peer gave it.
+            context.abort(exc.code(), exc.details() or "")
+        if isinstance(exc, FabricError):
+            context.abort(_code_of(exc), str(exc))
+
+
+# -- scan helpers ----------------------------------------------------------------------------
+
+
+def _token(partition: int, key: bytes | None) -> str:
+    raw = f"{partition}:".encode() + (key or b"")
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _parse_token(token: str) -> tuple[int, bytes | None]:
+    if not token:
+        return 0, None
+    try:
+        raw = base64.urlsafe_b64decode(token.encode())
+        head, _, key = raw.partition(b":")
+        return int(head), key
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidKeyError(
+            f"resume token {token!r:.40} is not one this service issued"
+        ) from None
+
+
+def _prefix_values(key: pb.Key, primary_key: Sequence[str], table: str) -> list[Any]:
+    values = decode_key(key, primary_key, table)
+    if isinstance(values, dict):
+        ordered = []
+        for name in primary_key:
+            if name not in values:
+                break
+            ordered.append(values.pop(name))
+        if values:
+            raise InvalidKeyError(
+                f"{table}: a prefix names the first columns of the key ({', '.join(primary_key)})",
+                next(iter(values)),
+            )
+        return ordered
+    if len(values) > len(primary_key):
+        raise InvalidKeyError(f"{table}: the key has {len(primary_key)} columns")
+    return values
+
+
+def _scan_filter(
+    request: pb.ScanRequest, primary_key: Sequence[str], table: str
+) -> Callable[[pb.ScanResponse], bool]:
+    prefix = (
+        _prefix_values(request.prefix, primary_key, table) if request.HasField("prefix") else []
+    )
+    start = (
+        _prefix_values(request.range_start, primary_key, table)
+        if request.HasField("range_start")
+        else None
+    )
+    end = (
+        _prefix_values(request.range_end, primary_key, table)
+        if request.HasField("range_end")
+        else None
+    )
+    if prefix and (start is not None or end is not None):
+        raise InvalidKeyError(f"{table}: a Scan takes a prefix or a range, not both")
+    if not prefix and start is None and end is None:
+        return lambda _: True
+    names = list(primary_key)
+
+    def key_of(response: pb.ScanResponse) -> list[Any]:
+        values = {f.name: f.value for f in response.row.fields}
+        return [decode_value(values[name]) for name in names]
+
+    def matches(response: pb.ScanResponse) -> bool:
+        key = key_of(response)
+        if prefix:
+            return key[: len(prefix)] == prefix
+        try:
+            if start is not None and key[: len(start)] < start:
+                return False
+            return not (end is not None and key[: len(end)] >= end)
+        except TypeError:
+            raise InvalidKeyError(f"{table}: range bounds do not match the key's types") from None
+
+    return matches

@@ -1,0 +1,83 @@
+"""Which instance owns which partition, read from Kafka's own view of the consumer group.
+
+No registry service: every instance joins the group with a ``client.id`` that carries its id and
+its advertised gRPC endpoint (``<instance-id>@<host>:<port>``), and the group coordinator already
+knows each member's assignment. :class:`GroupTopology` asks for it with the admin API's
+``describe_consumer_groups`` and keeps the answer until it is refreshed: on every rebalance of
+this instance, whenever an owner answers "not mine", and every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from fabric.materialize.membership import HostInfo, parse_client_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopologySnapshot:
+    owners: Mapping[tuple[str, int], HostInfo] = field(default_factory=dict)
+    instances: tuple[HostInfo, ...] = ()
+    read_at: float = 0.0  # monotonic
+
+    def owner(self, topic: str, partition: int) -> HostInfo | None:
+        return self.owners.get((topic, partition))
+
+
+class GroupTopology:
+    """The partition → owner map of one consumer group, refreshed on demand (rate-limited)."""
+
+    def __init__(self, bootstrap: str, group: str, min_interval_s: float = 0.5) -> None:
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": log})  # type: ignore[dict-item]
+        self._group = group
+        self._min_interval_s = min_interval_s
+        self._lock = threading.Lock()
+        self._snapshot = TopologySnapshot()
+
+    @property
+    def snapshot(self) -> TopologySnapshot:
+        return self._snapshot
+
+    def refresh(self, *, max_age_s: float = 0.0) -> TopologySnapshot:
+        """Read the group's assignment again unless the current one is younger than
+        ``max_age_s`` (or than the minimum interval between reads). Keeps the last snapshot when
+        Kafka cannot answer."""
+        with self._lock:
+            age = time.monotonic() - self._snapshot.read_at
+            if age < max(max_age_s, self._min_interval_s):
+                return self._snapshot
+            try:
+                description = self._admin.describe_consumer_groups([self._group])[
+                    self._group
+                ].result(timeout=5)
+            except KafkaException as exc:
+                log.warning("cannot describe the group group=%s error=%s", self._group, exc)
+                return self._snapshot
+            owners: dict[tuple[str, int], HostInfo] = {}
+            instances = []
+            for member in description.members:
+                host = parse_client_id(member.client_id or "")
+                if host is None:
+                    continue
+                instances.append(host)
+                for tp in member.assignment.topic_partitions:
+                    owners[(tp.topic, tp.partition)] = host
+            self._snapshot = TopologySnapshot(
+                owners, tuple(sorted(instances, key=lambda h: h.instance_id)), time.monotonic()
+            )
+            return self._snapshot
+
+    def invalidate(self) -> None:
+        """Forget the snapshot's age, so the next :meth:`refresh` reads the group again."""
+        self._snapshot = TopologySnapshot(
+            self._snapshot.owners, self._snapshot.instances, read_at=0.0
+        )
