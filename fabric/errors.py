@@ -79,6 +79,11 @@ class StoreError(FabricError):
     """A partition store could not be opened, read or written; the message names its path."""
 
 
+class StoreLockedError(StoreError):
+    """Another process holds the store's RocksDB LOCK (an instance still stopping, or a second
+    instance given the same state folder)."""
+
+
 class StoreCorruptError(StoreError):
     """A partition store holds bytes this fabric cannot decode: destroy it and rebuild it from
     the topic."""
@@ -94,3 +99,27 @@ class InvalidKeyError(FabricError):
 
 class UnknownTableError(FabricError):
     """A table the fabric does not materialize (not captured, or not in the catalog)."""
+
+
+class FabricClientError(FabricError):
+    """A call to the fabric's query service failed in a way the caller cannot retry: the message
+    carries the service's own explanation."""
+
+
+class FabricUnavailableError(FabricClientError):
+    """No instance answered within the deadline and retries (instances down, or a partition
+    moving or restoring): retry later; the message carries the service's last explanation."""
+
+
+class FabricTimeoutError(FabricUnavailableError):
+    """A call ran out of its deadline: retry, or give the client a longer ``timeout_s``."""
+
+
+class UnsupportedQueryError(FabricError):
+    """A SQL statement is not one of the primary-key reads the fabric answers; the message names
+    the part. Run it on Postgres (``FabricClient.query(..., fallback=conn)`` does)."""
+
+
+class InvalidQueryError(FabricError):
+    """A SQL statement or its parameters are malformed (Postgres would refuse them too): fix the
+    call; the message says what is wrong."""

@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 from fabric import db
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace, cfg: FabricConfig) -> int:
             state_dir=settings.instances_dir / args.instance_id,
         )
     if args.state_dir:
-        settings = replace(settings, state_dir=args.state_dir)
+        settings = replace(settings, state_dir=Path(args.state_dir).absolute())
     if args.metrics_port is not None:
         settings = replace(settings, metrics_port=args.metrics_port)
     catalog = Catalog(lambda: db.connect(cfg.endpoints))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -39,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 
 from fabric.config import MaterializerSettings
 from fabric.core.events import TruncateMarker, decode
-from fabric.errors import MalformedEventError
+from fabric.errors import MalformedEventError, StoreLockedError
 from fabric.kafka_errors import check_consumer_error
 from fabric.materialize.applier import CodecLookup, PartitionApplier
 from fabric.materialize.deadletters import DeadLetters
@@ -56,6 +57,7 @@ _PROGRESS_EVERY_S = 5.0
 _STATS_EVERY_S = 1.0
 _STATUS_FILE_EVERY_S = 2.0
 _MARKER_CHECK_EVERY_S = 1.0
+_LOCK_WAIT_S = 60.0
 
 
 class PartitionState(StrEnum):
@@ -138,11 +140,21 @@ class Materializer:
         self._last_stats = 0.0
         self._last_status_file = 0.0
         self._closed = False
+        self._handing_over = False
+        self.member_id = ""  # this consumer's id in the group, once it has joined
+        self._commits_enabled = True
+        self._to_let_go: list[tuple[str, int]] = []  # appended by other threads, popped here
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume and apply until ``stop`` is set, then leave the group cleanly."""
+    def run(self, stop: threading.Event, release: threading.Event | None = None) -> None:
+        """Consume and apply until ``stop`` is set, then leave the group.
+
+        With ``release``, leaving starts a handover: the instance keeps applying the partitions
+        it held (assigned by hand, outside the group) and keeps them readable while the group
+        gives them to other instances, until ``release`` is set or each partition is let go
+        with :meth:`let_go`. Without it, the stores close at once.
+        """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._consumer.subscribe(
             [self.settings.table_topic_regex],
@@ -159,11 +171,57 @@ class Materializer:
         )
         try:
             while not stop.is_set():
-                self._poll_markers()
-                self._step()
-                self._refresh_stats()
+                self._loop_once()
+            if release is not None:
+                self._hand_over(release)
         finally:
             self.close()
+
+    def let_go(self, topic: str, partition: int) -> None:
+        """During a handover: stop applying and serving a partition (its new owner is ACTIVE)."""
+        self._to_let_go.append((topic, partition))
+
+    def held_partitions(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(self._assigned)
+
+    @property
+    def handing_over(self) -> bool:
+        return self._handing_over
+
+    def _loop_once(self) -> None:
+        self._poll_markers()
+        self._step()
+        self._refresh_stats()
+
+    def _hand_over(self, release: threading.Event) -> None:
+        """Leave the group, then go on applying the held partitions by hand until released."""
+        held = [TopicPartition(t, p, part.position) for (t, p), part in self._assigned.items()]
+        self._handing_over = True
+        # A static member never sends LeaveGroup: the coordinator reassigns its partitions once
+        # its session times out, and the stores must stay current and readable until then.
+        self._consumer.close()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"{self.settings.group}.handover.{self.settings.instance_id}",
+                "enable.auto.commit": False,
+                "queued.min.messages": 100_000,
+                "logger": log,
+            }
+        )
+        self._consumer.assign(held)
+        self._commits_enabled = False
+        log.info("handover started instance=%s partitions=%d", self.settings.instance_id, len(held))
+        while not release.is_set() and self._assigned:
+            while self._to_let_go:
+                topic, partition = self._to_let_go.pop()
+                tp = TopicPartition(topic, partition)
+                with contextlib.suppress(KafkaException):
+                    self._consumer.pause([tp])  # assigned by hand: pausing is how it stops
+                self._close([tp], "handed over")
+            self._loop_once()
+        log.info("handover finished instance=%s", self.settings.instance_id)
 
     def close(self) -> None:
         """Release the partitions (closing every store) and the consumers; idempotent."""
@@ -282,7 +340,7 @@ class Materializer:
             part.end_offset = max(part.end_offset, part.position)
             self._advance_state(key, part)
             commits.append(TopicPartition(key[0], key[1], part.position))
-        if commits:
+        if commits and self._commits_enabled:
             with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
                 self._consumer.commit(offsets=commits, asynchronous=True)
 
@@ -348,6 +406,7 @@ class Materializer:
     # -- rebalance callbacks -------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.member_id = consumer.memberid() or self.member_id
         for tp in partitions:
             tp.offset = self._open(consumer, tp.topic, tp.partition)
         consumer.incremental_assign(partitions)
@@ -355,12 +414,16 @@ class Materializer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_unassign(partitions)
+        if self._handing_over:
+            return  # closing the group consumer: the stores stay open for the handover
         self._close(partitions, "revoked")
         self._notify_rebalance()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch was committed with its offset: the stores are consistent as they are.
         consumer.incremental_unassign(partitions)
+        if self._handing_over:
+            return
         self._close(partitions, "lost")
         self._notify_rebalance()
 
@@ -377,7 +440,7 @@ class Materializer:
         low, high = consumer.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=10, cached=False
         )
-        store = PartitionStore.open(path, self._store_options)
+        store = self._open_store(path)
         applied = store.applied_offset()
         if applied is not None and not low - 1 <= applied < high:
             log.warning(
@@ -421,6 +484,19 @@ class Materializer:
             state.value,
         )
         return start if applied is not None else OFFSET_BEGINNING
+
+    def _open_store(self, path: Path) -> PartitionStore:
+        """Open a store, waiting while a previous process of this instance still holds it (it is
+        handing its partitions over and lets go once it sees this instance back)."""
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                return PartitionStore.open(path, self._store_options)
+            except StoreLockedError:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("store locked by a stopping instance, waiting path=%s", path)
+                time.sleep(0.5)
 
     def _close(self, partitions: list[TopicPartition], why: str) -> None:
         for tp in partitions:

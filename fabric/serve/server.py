@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import replace
 
@@ -32,7 +32,7 @@ from fabric.materialize.membership import HostInfo
 from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
-from fabric.serve.service import FabricService, Peers
+from fabric.serve.service import FORWARDED, FabricService, Peers
 from fabric.serve.topology import GroupTopology
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Fabric"].full_name
 _HEALTH_EVERY_S = 0.25
 _DRAIN_S = 5.0
+_HANDOVER_POLL_S = 0.5
+_TOPOLOGY_EVERY_S = 2.0
 
 
 class FabricServer:
@@ -80,6 +82,7 @@ class FabricServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self._stop_materializer = threading.Event()
+        self._release = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._set_health(serving=False)
@@ -89,7 +92,9 @@ class FabricServer:
 
     def start(self) -> None:
         self._server.start()
-        self._spawn("materializer", lambda: self.materializer.run(self._stop_materializer))
+        self._spawn(
+            "materializer", lambda: self.materializer.run(self._stop_materializer, self._release)
+        )
         self._spawn("health", self._watch_health)
         log.info(
             "instance serving instance=%s endpoint=%s group=%s",
@@ -106,12 +111,63 @@ class FabricServer:
         self._set_health(serving=False)
         log.info("instance stopping instance=%s", self.me.instance_id)
         self._stop_materializer.set()
+        self._hand_over()
+        self._release.set()
         for thread in self._threads:
             thread.join(timeout=30)
         self._server.stop(grace=_DRAIN_S).wait()
         self._peers.close()
         self._stopped.set()
         log.info("instance stopped instance=%s", self.me.instance_id)
+
+    def _hand_over(self) -> None:
+        """Keep serving each held partition until its new owner is ACTIVE (or this instance
+        came back under a new process, which needs the stores), at most handover_timeout_s."""
+        member_id = self.materializer.member_id
+        deadline = time.monotonic() + self._cfg.serve.handover_timeout_s
+        while time.monotonic() < deadline:
+            held = self.materializer.held_partitions()
+            if not held:
+                return
+            snapshot = self.topology.refresh(max_age_s=0.0)
+            if snapshot.member_ids.get(self.me.instance_id, member_id) != member_id:
+                log.info("this instance restarted elsewhere; letting go of every partition")
+                return
+            states = self._owner_states(snapshot.instances)
+            if not any(h.instance_id != self.me.instance_id for h in snapshot.instances):
+                log.info("no other instance in the group to hand over to")
+                return
+            for topic, partition in held:
+                owner = snapshot.owner(topic, partition)
+                ready = states.get((topic, partition)) == "ACTIVE"
+                if owner is not None and owner != self.me and ready:
+                    self.materializer.let_go(topic, partition)
+            time.sleep(_HANDOVER_POLL_S)
+        log.warning(
+            "handover timed out after %.0fs; partitions left: %d",
+            self._cfg.serve.handover_timeout_s,
+            len(self.materializer.held_partitions()),
+        )
+
+    def _owner_states(self, instances: Sequence[HostInfo]) -> dict[tuple[str, int], str]:
+        """The state of every partition, as each other instance reports its own."""
+        states: dict[tuple[str, int], str] = {}
+        for host in instances:
+            if host == self.me:
+                continue
+            try:
+                topology = self._peers.stub(host.endpoint).GetTopology(
+                    pb.GetTopologyRequest(),
+                    timeout=2.0,
+                    metadata=((FORWARDED, self.me.instance_id),),
+                )
+            except grpc.RpcError:
+                continue
+            for table in topology.tables:
+                for part in table.partitions:
+                    if part.owner == host.instance_id:
+                        states[(table.topic, part.partition)] = part.state
+        return states
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -124,6 +180,8 @@ class FabricServer:
     def _watch_health(self) -> None:
         while not self._stopping.is_set():
             self._set_health(serving=self.materializer.all_active())
+            # Also keeps the topology's memory of previous owners current, for handovers.
+            self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
             time.sleep(_HEALTH_EVERY_S)
 
     def _set_health(self, *, serving: bool) -> None:

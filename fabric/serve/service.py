@@ -33,7 +33,7 @@ from fabric.errors import (
     UnknownTableError,
 )
 from fabric.materialize.instance import Materializer, PartitionPosition, PartitionState
-from fabric.materialize.membership import HostInfo
+from fabric.materialize.membership import HostInfo, parse_client_id
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, Lookup, NotLocalError, Row
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED = "fabric-forwarded"
 NOT_OWNER = "fabric-not-owner"
+PREVIOUS_OWNER = "fabric-previous-owner"
 RETRY_AFTER_MS = "fabric-retry-after-ms"
 MAX_BATCH = 1000
 DEFAULT_DEADLINE_S = 10.0
@@ -54,7 +55,12 @@ T = TypeVar("T")
 
 
 class _NotServedHereError(Exception):
-    """A forwarded request reached an instance that does not serve its partition."""
+    """A forwarded request reached an instance that does not serve its partition; ``previous``
+    is the instance handing it over, if this one knows it."""
+
+    def __init__(self, previous: HostInfo | None = None) -> None:
+        super().__init__()
+        self.previous = previous
 
 
 class _UnavailableError(Exception):
@@ -114,15 +120,7 @@ class FabricService(pb_grpc.FabricServicer):
             meta = self._metadata(table, request.key)
             deadline = _deadline(context)
             forwarded = _is_forwarded(context)
-            response: pb.GetResponse = self._routed(
-                meta,
-                deadline,
-                forwarded,
-                local=lambda: self._answer(self._tables.lookup(meta), meta),
-                remote=lambda stub, timeout: stub.Get(
-                    request, timeout=timeout, metadata=self._forward_metadata()
-                ),
-            )
+            response = self._get_one(meta, request, deadline, forwarded=forwarded)
             return response
 
     # -- BatchGet ------------------------------------------------------------------------------
@@ -160,46 +158,63 @@ class FabricService(pb_grpc.FabricServicer):
         deadline: float,
         forwarded: bool,
     ) -> None:
-        attempt = 0
-        while pending:
-            remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
-            waiting: list[tuple[int, KeyQueryMetadata]] = []
-            by_partition: dict[tuple[str, int], list[tuple[int, KeyQueryMetadata]]] = {}
-            for item in pending:
-                by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
-            for (topic, partition), items in by_partition.items():
-                local = self._materializer.partition_position(topic, partition)
-                if local is not None and local.state is PartitionState.ACTIVE:
-                    self._batch_local(items, results, waiting)
-                elif local is not None or forwarded:
-                    waiting.extend(items)  # restoring here, or not ours to forward
-                else:
-                    owner = self._owner(topic, partition, refresh=attempt > 0)
-                    if owner is None or owner == self._me:
-                        waiting.extend(items)
-                    else:
-                        remote.setdefault(owner.endpoint, []).extend(items)
-            for endpoint, items in remote.items():
-                waiting.extend(self._batch_remote(endpoint, request, items, results, deadline))
-            pending = waiting
-            if not pending:
-                return
-            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            if forwarded and all(
-                self._materializer.partition_position(m.topic, m.partition) is None
-                for _, m in pending
-            ):
-                pause = 0.0
-            if forwarded or time.monotonic() + pause >= deadline:
-                for index, meta in pending:
-                    results[index] = _failed(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"{meta.table}: partition {meta.partition} is moving or restoring; retry",
-                    )
-                return
-            time.sleep(pause)
-            self._topology.invalidate()
-            attempt += 1
+        """One pass: local partitions read here, the others sent as one BatchGet per owner.
+        What is left (a partition moving or restoring) goes the single-lookup way, with its
+        retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
+        the forwarder to retry."""
+        remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
+        waiting: list[tuple[int, KeyQueryMetadata]] = []
+        by_partition: dict[tuple[str, int], list[tuple[int, KeyQueryMetadata]]] = {}
+        for item in pending:
+            by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
+        for (topic, partition), items in by_partition.items():
+            local = self._materializer.partition_position(topic, partition)
+            if local is not None and local.state is PartitionState.ACTIVE:
+                self._batch_local(items, results, waiting)
+                continue
+            owner = None if forwarded else self._owner(topic, partition, refresh=False)
+            if owner is None or owner == self._me or local is not None:
+                waiting.extend(items)
+            else:
+                remote.setdefault(owner.endpoint, []).extend(items)
+        for endpoint, items in remote.items():
+            waiting.extend(self._batch_remote(endpoint, request, items, results, deadline))
+        for index, meta in waiting:
+            if forwarded:
+                results[index] = _failed(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{meta.table}: partition {meta.partition} is not served here; retry",
+                )
+                continue
+            lookup = request.lookups[index]
+            try:
+                answer = self._get_one(meta, lookup, deadline, forwarded=False)
+            except _UnavailableError as exc:
+                results[index] = _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                results[index] = _failed(code, details or "")
+            except FabricError as exc:
+                results[index] = _failed(_code_of(exc), str(exc))
+            else:
+                results[index] = pb.LookupResult(
+                    status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
+                )
+
+    def _get_one(
+        self, meta: KeyQueryMetadata, request: pb.GetRequest, deadline: float, *, forwarded: bool
+    ) -> pb.GetResponse:
+        response: pb.GetResponse = self._routed(
+            meta,
+            deadline,
+            forwarded,
+            local=lambda: self._answer(self._tables.lookup(meta), meta),
+            remote=lambda stub, timeout: stub.Get(
+                request, timeout=timeout, metadata=self._forward_metadata()
+            ),
+        )
+        return response
 
     def _batch_local(
         self,
@@ -467,28 +482,40 @@ class FabricService(pb_grpc.FabricServicer):
         local: Callable[[], T],
         remote: Callable[[pb_grpc.FabricStub, float], T],
     ) -> T:
-        """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on its
-        owner; retried within ``deadline`` while the partition moves or restores."""
+        """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
+        instance that can: its owner, or while the owner restores it, the previous owner that is
+        handing it over. Retried within ``deadline`` while the partition moves."""
         attempt = 0
         while True:
             try:
                 return local()
             except (NotLocalError, StoreError) as exc:
                 restoring_here = isinstance(exc, NotLocalError) and exc.state is not None
-            if not restoring_here:
-                if forwarded:
-                    raise _NotServedHereError()
-                owner = self._owner(meta.topic, meta.partition, refresh=attempt > 0)
-                if owner is not None and owner != self._me:
+            snapshot = self._topology.refresh(max_age_s=0.0 if attempt else 5.0)
+            previous = snapshot.previous_owner(meta.topic, meta.partition)
+            if forwarded:
+                if restoring_here and previous is None:
+                    pass  # the owner, restoring: wait here within the deadline
+                else:
+                    raise _NotServedHereError(previous if previous != self._me else None)
+            else:
+                targets = [] if restoring_here else [snapshot.owner(meta.topic, meta.partition)]
+                targets.append(previous)
+                for target in targets:
+                    if target is None or target == self._me:
+                        continue
                     try:
                         return remote(
-                            self._peers.stub(owner.endpoint),
+                            self._peers.stub(target.endpoint),
                             max(0.001, deadline - time.monotonic()),
                         )
                     except grpc.RpcError as exc:
-                        if exc.code() not in (grpc.StatusCode.UNAVAILABLE,):
+                        if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                             raise
                         self._topology.invalidate()
+                        hinted = _previous_owner_hint(exc)
+                        if hinted is not None and hinted not in targets:
+                            targets.append(hinted)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
             if time.monotonic() + pause >= deadline:
                 raise _UnavailableError(
@@ -555,6 +582,16 @@ class _LimitError(FabricError):
     pass
 
 
+def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
+    """The handing-over instance a peer named in its "not mine" answer, if any."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == PREVIOUS_OWNER and isinstance(value, str):
+            return parse_client_id(value)
+    return None
+
+
 def _qualified(table: str) -> str:
     if not table:
         raise InvalidKeyError("no table named; give schema.table (a bare name means public)")
@@ -606,7 +643,12 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
             return
         context = self._context
         if isinstance(exc, _NotServedHereError):
-            context.set_trailing_metadata(((NOT_OWNER, "1"),))
+            trailer = [(NOT_OWNER, "1")]
+            if exc.previous is not None:
+                trailer.append(
+                    (PREVIOUS_OWNER, f"{exc.previous.instance_id}@{exc.previous.endpoint}")
+                )
+            context.set_trailing_metadata(tuple(trailer))
             context.abort(
                 grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition"
             )

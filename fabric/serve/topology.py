@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -22,15 +22,25 @@ from fabric.materialize.membership import HostInfo, parse_client_id
 
 log = logging.getLogger(__name__)
 
+# How long a partition's previous owner is remembered: long enough for a new owner to restore.
+_PREVIOUS_KEPT_S = 600.0
+
 
 @dataclass(frozen=True)
 class TopologySnapshot:
     owners: Mapping[tuple[str, int], HostInfo] = field(default_factory=dict)
     instances: tuple[HostInfo, ...] = ()
     read_at: float = 0.0  # monotonic
+    # The owner a partition had before its current one, while it may still be handing it over.
+    previous: Mapping[tuple[str, int], HostInfo] = field(default_factory=dict)
+    # The group member id of each instance: a restarted instance keeps its id, not its member id.
+    member_ids: Mapping[str, str] = field(default_factory=dict)
 
     def owner(self, topic: str, partition: int) -> HostInfo | None:
         return self.owners.get((topic, partition))
+
+    def previous_owner(self, topic: str, partition: int) -> HostInfo | None:
+        return self.previous.get((topic, partition))
 
 
 class GroupTopology:
@@ -42,6 +52,7 @@ class GroupTopology:
         self._min_interval_s = min_interval_s
         self._lock = threading.Lock()
         self._snapshot = TopologySnapshot()
+        self._previous: dict[tuple[str, int], tuple[HostInfo, float]] = {}
 
     @property
     def snapshot(self) -> TopologySnapshot:
@@ -64,20 +75,34 @@ class GroupTopology:
                 return self._snapshot
             owners: dict[tuple[str, int], HostInfo] = {}
             instances = []
+            member_ids = {}
             for member in description.members:
                 host = parse_client_id(member.client_id or "")
                 if host is None:
                     continue
                 instances.append(host)
+                member_ids[host.instance_id] = member.member_id
                 for tp in member.assignment.topic_partitions:
                     owners[(tp.topic, tp.partition)] = host
+            now = time.monotonic()
+            previous = {
+                tp: (host, since)
+                for tp, (host, since) in self._previous.items()
+                if now - since < _PREVIOUS_KEPT_S
+            }
+            for tp, old in self._snapshot.owners.items():
+                if owners.get(tp) != old:
+                    previous[tp] = (old, now)
+            self._previous = previous
             self._snapshot = TopologySnapshot(
-                owners, tuple(sorted(instances, key=lambda h: h.instance_id)), time.monotonic()
+                owners,
+                tuple(sorted(instances, key=lambda h: h.instance_id)),
+                now,
+                {tp: host for tp, (host, _) in previous.items() if owners.get(tp) != host},
+                member_ids,
             )
             return self._snapshot
 
     def invalidate(self) -> None:
         """Forget the snapshot's age, so the next :meth:`refresh` reads the group again."""
-        self._snapshot = TopologySnapshot(
-            self._snapshot.owners, self._snapshot.instances, read_at=0.0
-        )
+        self._snapshot = replace(self._snapshot, read_at=0.0)

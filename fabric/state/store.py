@@ -29,7 +29,7 @@ from typing import cast
 
 from rocksdict import ColumnFamily, DbClosedError, Options, Rdict, WriteBatch, WriteOptions
 
-from fabric.errors import StoreCorruptError, StoreError
+from fabric.errors import StoreCorruptError, StoreError, StoreLockedError
 from fabric.state.options import StoreOptions
 from fabric.state.row import StoredRow
 
@@ -332,7 +332,7 @@ def _translate(exc: Exception, path: Path, action: str) -> StoreError:
     if isinstance(exc, DbClosedError):
         return StoreError(f"store {path} is closed; cannot {action} it")
     if "LOCK" in message and ("lock" in message.lower()):
-        return StoreError(
+        return StoreLockedError(
             f"another instance holds store {path} (its LOCK file is taken); stop that instance "
             f"or give this one another state folder"
         )
