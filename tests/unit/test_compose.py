@@ -459,3 +459,40 @@ def test_connect_waits_for_healthy_kafka_and_postgres(compose: dict[str, Any]) -
     waits = {name: depends_on.get(name) for name in ("kafka", "postgres")}
     healthy = {"condition": "service_healthy"}
     assert waits == {"kafka": healthy, "postgres": healthy}
+
+
+FABRIC_INSTANCES = ("fabric-1", "fabric-2", "fabric-3")
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_fabric_instances_each_advertise_their_service_name_and_keep_their_own_state(
+    compose: dict[str, Any],
+) -> None:
+    volumes = set()
+    for name in FABRIC_INSTANCES:
+        service = _service(compose, name)
+        command = service["command"]
+        assert command[0] == "serve"
+        assert _flag(command, "--instance-id") == name
+        port = _flag(command, "--port")
+        assert _flag(command, "--advertise") == f"{name}:{port}", "peers forward to this address"
+        assert _only_port(compose, name)[1] == int(port)
+        (volume,) = service["volumes"]
+        volumes.add(volume.split(":")[0])
+        env = _environment(service)
+        assert env["FABRIC_KAFKA_BOOTSTRAP"] == "kafka:19092", "the broker's in-network listener"
+        waits = service.get("depends_on") or {}
+        assert waits.get("kafka") == {"condition": "service_healthy"}
+    assert len(volumes) == len(FABRIC_INSTANCES), "a store is opened by one process at a time"
+    assert volumes <= set(compose["volumes"])
+
+
+def test_fabric_instances_share_one_group_and_report_health(compose: dict[str, Any]) -> None:
+    groups = {_environment(_service(compose, n))["FABRIC_GROUP"] for n in FABRIC_INSTANCES}
+    assert len(groups) == 1
+    for name in FABRIC_INSTANCES:
+        test = " ".join(_service(compose, name)["healthcheck"]["test"])
+        assert "HealthStub" in test and "SERVING" in test
