@@ -58,6 +58,9 @@ _STATS_EVERY_S = 1.0
 _STATUS_FILE_EVERY_S = 2.0
 _MARKER_CHECK_EVERY_S = 1.0
 _LOCK_WAIT_S = 60.0
+# consume() returns when it has a full batch or when this wait is over: under a light load every
+# change waits this long before it is applied, so it is short (a busy topic fills batches).
+_CONSUME_WAIT_S = 0.01
 
 
 class PartitionState(StrEnum):
@@ -320,7 +323,7 @@ class Materializer:
     # -- the loop ------------------------------------------------------------------------------
 
     def _step(self) -> None:
-        messages = self._consumer.consume(self.settings.batch_size, timeout=0.2)
+        messages = self._consumer.consume(self.settings.batch_size, timeout=_CONSUME_WAIT_S)
         if not messages:
             return
         batches: dict[TopicPartitionKey, list[Message]] = {}

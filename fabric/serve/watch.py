@@ -65,7 +65,8 @@ def watch_changes(
     consumer.assign(assignment)
     try:
         while is_active():
-            for msg in consumer.consume(500, timeout=0.5):
+            # Short: consume() waits for a full batch or this long, and a watch is about latency.
+            for msg in consumer.consume(500, timeout=0.01):
                 error = msg.error()
                 if error is not None:
                     check_consumer_error(error)
@@ -127,6 +128,10 @@ def _event(
     image = change.before if change.op is Op.DELETE else change.after
     if image is None:
         return None
+    if change.op is Op.DELETE:
+        # With the default replica identity a delete's before-image holds the key columns only
+        # (Debezium fills the others with its defaults, '' even for a uuid): keep just the key.
+        image = {name: image.get(name) for name in primary_key}
     try:
         values = decode_image(image)
     except UnavailableValueError as exc:
