@@ -121,11 +121,19 @@ class Catalog:
     types). Postgres being unreachable never stops ingest: lookups of a table that was never read
     raise, known tables keep their last definition, and reads are retried at most every
     ``retry_s`` seconds per table.
+
+    A definition older than ``max_age_s`` is read again when next used: an ADD COLUMN shows in
+    the images themselves, but a DROP COLUMN only in the catalog, so reads stop showing a dropped
+    column within that time.
     """
 
     def __init__(
-        self, connect: Callable[[], psycopg.Connection[Any]], retry_s: float = 2.0
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        retry_s: float = 2.0,
+        max_age_s: float = 5.0,
     ) -> None:
+        self._max_age_s = max_age_s
         self._connect = connect
         self._retry_s = retry_s
         self._lock = threading.Lock()
@@ -137,9 +145,14 @@ class Catalog:
         """The definition of ``table`` (``schema.table``); raises :class:`UnknownTableError`
         when Postgres has no such table and :class:`SourceDatabaseError` when it cannot say."""
         known = self._schemas.get(table)
-        if known is not None:
-            return known
-        return self.refresh(table, force=True)
+        if known is None:
+            return self.refresh(table, force=True)
+        if time.monotonic() - self._last_read.get(table, 0.0) > self._max_age_s:
+            try:
+                return self.refresh(table)
+            except FabricError as exc:
+                log.warning("table definition not re-read table=%s error=%s", table, exc)
+        return known
 
     def codec(self, table: str) -> KeyCodec | None:
         """The key codec of ``table``, or None while its definition cannot be read (or it has

@@ -128,6 +128,8 @@ class ConnectorManager:
         with closing(self._source_factory(spec)) as source:
             validation = self._validate(spec, source)
             installed = source.install_truncate_triggers(validation.captured)
+            if spec.config.get("publication.autocreate.mode") == "disabled":
+                source.align_publication(publication_name(spec.config), validation.captured)
             running = self._client.config(spec.name)
             if running is not None:
                 self._masker.add_config(running)

@@ -201,6 +201,8 @@ class SourceDatabase(Protocol):
 
     def drop_publication(self, name: str) -> bool: ...
 
+    def align_publication(self, name: str, tables: Sequence[TableInfo]) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -350,6 +352,46 @@ class PostgresSource:
             return SlotDrop.ACTIVE
         log.info("replication slot dropped slot=%s", name)
         return SlotDrop.DROPPED
+
+    def align_publication(self, name: str, tables: Sequence[TableInfo]) -> bool:
+        """Make the publication publish exactly ``tables``' inserts, updates and deletes; True
+        if it had to be created or changed.
+
+        The fabric owns the publication rather than Debezium: with ``skipped.operations=t``,
+        Debezium 3.6 alters a publication with a statement Postgres rejects (debezium#7474), and
+        a connector whose table list grew then captures nothing while still reporting RUNNING.
+        Truncates are not published: the truncate triggers' messages carry them.
+        """
+        conn = self._connection()
+        wanted = sorted((t.schema, t.name) for t in tables)
+        listed = sql.SQL(", ").join(sql.Identifier(schema, table) for schema, table in wanted)
+        with db.translated(f"updating publication {name}"):
+            exists = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", [name]
+            ).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {})").format(
+                        sql.Identifier(name), listed, sql.Literal("insert, update, delete")
+                    )
+                )
+                log.info("publication created publication=%s tables=%d", name, len(wanted))
+                return True
+            current = sorted(
+                (str(schema), str(table))
+                for schema, table in conn.execute(
+                    "SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables "
+                    "WHERE pubname = %s",
+                    [name],
+                ).fetchall()
+            )
+            if current == wanted:
+                return False
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), listed)
+            )
+        log.info("publication updated publication=%s tables=%d", name, len(wanted))
+        return True
 
     def drop_publication(self, name: str) -> bool:
         """Drop the publication; False if there was none."""

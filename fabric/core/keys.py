@@ -8,8 +8,10 @@ then into key bytes, so that the murmur2 partition and the store key are the one
 The materializer runs the same codec on every record's row image (decode, then encode again) to
 prove that lookups route to the partition the record arrived on.
 
-Key columns of these types route exactly: smallint, integer, bigint, numeric, double precision,
-text, varchar, char, boolean, uuid, date, time, timestamp, timestamptz, bytea and enums.
+Key columns of these types route exactly: smallint, integer, bigint, numeric (NaN and ±Infinity
+included, which Debezium's string mode writes as ``NAN``, ``POSITIVE_INFINITY`` and
+``NEGATIVE_INFINITY``), double precision, text, varchar, char, boolean, uuid, date, time,
+timestamp, timestamptz, bytea and enums.
 Not modelled, so refused as lookup keys: real (Connect writes it with ``Float.toString``), json
 and jsonb (Postgres's own text form is not recoverable from the parsed value), arrays, and
 negative intervals. An interval key routes exactly only when Postgres stores it as days plus a
@@ -155,9 +157,18 @@ def _numeric(value: Any) -> KeyValue:
     _expect(value, Decimal, int)
     number = Decimal(value)
     if not number.is_finite():
-        raise ValueError(f"{number} is not supported as a key")
+        return _special_numeric(number)
     # Debezium's string mode writes BigDecimal.toPlainString(): never an exponent.
     return format(number, "f")
+
+
+def _special_numeric(number: Decimal) -> str:
+    # Debezium's string mode names numeric's special values rather than writing a number.
+    if number.is_snan():
+        raise ValueError(f"{number} is not a Postgres numeric")
+    if number.is_nan():
+        return "NAN"
+    return "POSITIVE_INFINITY" if number > 0 else "NEGATIVE_INFINITY"
 
 
 _NUMERIC_SCALE = re.compile(r"numeric\(\d+,(\d+)\)")
@@ -171,7 +182,7 @@ def _scaled_numeric(scale: int) -> Encoder:
         _expect(value, Decimal, int)
         number = Decimal(value)
         if not number.is_finite():
-            raise ValueError(f"{number} is not supported as a key")
+            return _special_numeric(number)
         return format(number.quantize(exponent), "f")
 
     return encode

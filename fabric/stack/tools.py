@@ -15,30 +15,48 @@ from fabric.errors import MissingToolError
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
+EXACT_DOUBLE_KEYS_JAVA = 19
+_JVM_ROOT = Path("/usr/lib/jvm")
 _PG_ROOT = Path("/usr/lib/postgresql")
 
 
 def java_binary(jvm: JvmSettings) -> Path:
-    """The ``java`` to run Kafka and Connect with; Java 17 or newer."""
+    """The ``java`` to run Kafka and Connect with; Java 17 or newer.
+
+    FABRIC_JAVA_HOME (or JAVA_HOME) decides when set. Otherwise the newest Java among the one on
+    PATH and those under /usr/lib/jvm: Connect prints double-precision key columns with
+    ``Double.toString``, whose digits changed in JDK 19, and the fabric rebuilds keys the JDK 19+
+    way (fabric/core/keyjson.py), so a newer JDK installed beside Debian's default 17 is the one
+    to use.
+    """
     if jvm.java_home is not None:
         candidate = jvm.java_home / "bin" / "java"
         if not candidate.exists():
             raise MissingToolError(
                 f"no java at {candidate}: FABRIC_JAVA_HOME (or JAVA_HOME) must name a JDK or JRE"
             )
+        version = _java_major(candidate)
     else:
-        found = shutil.which("java")
-        if found is None:
+        found = [Path(p) for p in [shutil.which("java")] if p is not None]
+        found += sorted(_JVM_ROOT.glob("*/bin/java"))
+        if not found:
             raise MissingToolError(
                 "Java is not installed: Kafka and Connect need Java 17 or newer "
                 "(apt-get install openjdk-17-jre-headless, or set FABRIC_JAVA_HOME)"
             )
-        candidate = Path(found)
-    version = _java_major(candidate)
+        versions = {path.resolve(): _java_major(path) for path in found}
+        candidate, version = max(versions.items(), key=lambda item: item[1])
     if version < MIN_JAVA:
         raise MissingToolError(
             f"{candidate} is Java {version}; Kafka and Connect need Java {MIN_JAVA} or newer "
             "(set FABRIC_JAVA_HOME to a newer JDK)"
+        )
+    if version < EXACT_DOUBLE_KEYS_JAVA:
+        log.warning(
+            "Connect runs on Java %d: keys with double precision columns match lookups only on "
+            "Java %d or newer (set FABRIC_JAVA_HOME)",
+            version,
+            EXACT_DOUBLE_KEYS_JAVA,
         )
     return candidate
 

@@ -240,6 +240,7 @@ class FakeSource:
     triggers: set[str] = field(default_factory=set)
     slots: dict[str, SlotInfo] = field(default_factory=dict)
     publications: set[str] = field(default_factory=set)
+    published: dict[str, frozenset[str]] = field(default_factory=dict)
     closed: int = 0
 
     def inspect(self, publication: str) -> SourceInfo:
@@ -277,6 +278,13 @@ class FakeSource:
         existed = name in self.publications
         self.publications.discard(name)
         return existed
+
+    def align_publication(self, name: str, tables: Sequence[TableInfo]) -> bool:
+        wanted = frozenset(t.qualified for t in tables)
+        changed = self.published.get(name) != wanted
+        self.published[name] = wanted
+        self.publications.add(name)
+        return changed
 
     def close(self) -> None:
         self.closed += 1

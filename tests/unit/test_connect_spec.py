@@ -225,7 +225,7 @@ def test_the_auction_spec_renders_to_the_settings_the_fabric_relies_on() -> None
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "database.password": SECRET,
         "plugin.name": "pgoutput",
-        "publication.autocreate.mode": "filtered",
+        "publication.autocreate.mode": "disabled",
         "table.include.list": "public.users,public.items,public.bids",
         "skipped.operations": "t",
         "message.prefix.include.list": r"cdc-fabric\.truncate\.public\..*",

@@ -325,8 +325,7 @@ def test_null_key_value_is_refused(values: Any) -> None:
         (NUMERIC, 1.5, "expected Decimal or int, got float 1.5"),
         (NUMERIC, "1.5", "expected Decimal or int, got str '1.5'"),
         (NUMERIC, True, "expected Decimal or int, got bool True"),
-        (NUMERIC, Decimal("NaN"), "NaN is not supported as a key"),
-        (NUMERIC, Decimal("Infinity"), "Infinity is not supported as a key"),
+        (NUMERIC, Decimal("sNaN"), "sNaN is not a Postgres numeric"),
         (DOUBLE, "1.5", "expected float or int, got str '1.5'"),
         (DOUBLE, False, "expected float or int, got bool False"),
         (TEXT, 1, "expected str, got int 1"),
@@ -395,7 +394,6 @@ def test_unsupported_key_types_are_refused(
         (JSONB, '{"a": 1}', "jsonb columns are not supported as lookup keys"),
         (INT4_ARRAY, [1, 2], "array columns are not supported as lookup keys"),
         (INTERVAL, "P0Y0M-1DT0H0M0S", "negative intervals are not supported as lookup keys"),
-        (NUMERIC, "NAN", "NaN is not supported as a key"),
     ],
 )
 def test_unsupported_key_types_in_images_are_refused(
@@ -405,6 +403,22 @@ def test_unsupported_key_types_in_images_are_refused(
         _codec(column_type).encode_image({"k": json_value})
     assert caught.value.column == "k"
     assert str(caught.value) == f"public.t.k: {message}"
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (Decimal("NaN"), "NAN"),
+        (Decimal("Infinity"), "POSITIVE_INFINITY"),
+        (Decimal("-Infinity"), "NEGATIVE_INFINITY"),
+    ],
+)
+def test_numeric_special_values_are_keyed_as_debezium_names_them(
+    value: Decimal, written: str
+) -> None:
+    expected = encode_key([("k", written)])
+    assert _codec(NUMERIC).encode([value]) == expected
+    assert _codec(NUMERIC).encode_image({"k": written}) == expected
 
 
 def test_table_without_primary_key_is_refused_at_construction() -> None:
