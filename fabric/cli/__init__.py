@@ -12,10 +12,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from fabric import __version__, config
-from fabric.cli import connectors, demo, events, materialize, sample, serve, stack
+from fabric.cli import connectors, demo, events, materialize, query, sample, serve, stack
 from fabric.errors import FabricError
 
-_AREAS = (stack, connectors, sample, events, materialize, serve, demo)
+_AREAS = (stack, connectors, sample, events, materialize, serve, query, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
