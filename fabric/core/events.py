@@ -104,7 +104,10 @@ def decode(value: bytes | None) -> ChangeEvent | TruncateMarker | None:
     placeholder = (
         _PLACEHOLDER_TEXT in value or _PLACEHOLDER_BASE64 in value or _PLACEHOLDER_NUMBERS in value
     )
-    return ChangeEvent(op, before, after, source, _opt_int(doc, "ts_ms"), placeholder)
+    ts_ms = doc.get("ts_ms")
+    if ts_ms is not None and type(ts_ms) is not int:
+        raise MalformedEventError(f"'ts_ms' is {ts_ms!r}, not an integer")
+    return ChangeEvent(op, before, after, source, ts_ms, placeholder)
 
 
 _OPS: dict[str, Op] = {op.value: op for op in Op}
@@ -116,7 +119,12 @@ def _source(doc: dict[str, Any]) -> Source:
     if type(src) is not dict:
         raise MalformedEventError("no 'source' object")
     lsn, tx_id, ts_ms = src.get("lsn"), src.get("txId"), src.get("ts_ms")
-    if not (_is_opt_int(lsn) and _is_opt_int(tx_id) and _is_opt_int(ts_ms)):
+    # Inlined (no helper call): this runs for every record the materializer applies.
+    if (
+        (lsn is not None and type(lsn) is not int)
+        or (tx_id is not None and type(tx_id) is not int)
+        or (ts_ms is not None and type(ts_ms) is not int)
+    ):
         bad = next(name for name in ("lsn", "txId", "ts_ms") if not _is_opt_int(src.get(name)))
         raise MalformedEventError(f"'{bad}' is {src[bad]!r}, not an integer")
     snapshot = src.get("snapshot")
@@ -127,7 +135,7 @@ def _source(doc: dict[str, Any]) -> Source:
         tx_id,
         ts_ms,
         # Debezium writes "true", "first", "last", "incremental" … for snapshot rows, "false" else.
-        snapshot not in (None, False, "false"),
+        snapshot is not None and snapshot != "false" and snapshot is not False,
     )
 
 
@@ -154,10 +162,3 @@ def _truncate_marker(doc: dict[str, Any], source: Source) -> TruncateMarker:
         if named != table:
             raise MalformedEventError(f"truncate marker names {named!r} under prefix {prefix!r}")
     return TruncateMarker(table, source.lsn, source.commit_ts_ms)
-
-
-def _opt_int(doc: dict[str, Any], key: str) -> int | None:
-    value = doc.get(key)
-    if type(value) is int or value is None:
-        return value
-    raise MalformedEventError(f"'{key}' is {value!r}, not an integer")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import Message
+from orjson import dumps
 
 from fabric.core.apply import Remove, Upsert, merge_unavailable, plan
 from fabric.core.events import ChangeEvent, decode
@@ -22,7 +23,7 @@ from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.errors import FabricError, MalformedEventError
 from fabric.state.row import StoredRow
-from fabric.state.store import PartitionStore, StoreBatch
+from fabric.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,20 @@ class PartitionApplier:
     counters: PartitionCounters = field(default_factory=PartitionCounters)
 
     def apply(self, messages: Sequence[Message]) -> int:
-        """Apply ``messages`` (this partition's, in offset order); returns the last offset."""
+        """Apply ``messages`` (this partition's, in offset order); returns the last offset.
+
+        The loop runs once per record at 100,000 records/s, so the common path (decode, check
+        the route, plan, stage) stays in this one function with its names bound locally.
+        """
         batch = self.store.batch()
+        put, delete = batch.put, batch.delete
         written: dict[bytes, StoredRow | None] = {}  # this batch's rows, for TOAST merges
         codec = self.codecs(self.table)
+        check_route = self._check_route
         truncated_before = self.store.truncate_watermark()
         counters = self.counters
         dead_before = counters.dead_letters
+        applied = skipped = 0
         for msg in messages:
             key = msg.key()
             if key is None:
@@ -79,21 +87,31 @@ class PartitionApplier:
                 self._dead_letter(msg, exc.reason)
                 continue
             if event is None:
-                counters.skipped += 1  # a tombstone: see fabric.core.apply
+                skipped += 1  # a tombstone: see fabric.core.apply
                 continue
             if type(event) is not ChangeEvent:
                 self._dead_letter(msg, "truncate marker on a table topic")
                 continue
             if codec is not None:
-                self._check_route(codec, key, event)
-            self._apply_event(
-                key,
-                event,
-                offset=msg.offset(),
-                before=truncated_before,
-                batch=batch,
-                written=written,
-            )
+                check_route(codec, key, event)
+            mutation = plan(event, truncated_before)
+            if type(mutation) is Upsert:
+                image = mutation.image
+                if mutation.unavailable:
+                    image = self._merge(key, image, mutation.unavailable, written)
+                offset: Any = msg.offset()
+                row = StoredRow(mutation.lsn, mutation.commit_ts_ms, offset, dumps(image))
+                put(key, row)
+                written[key] = row
+                applied += 1
+            elif type(mutation) is Remove:
+                delete(key)
+                written[key] = None
+                applied += 1
+            else:
+                skipped += 1
+        counters.applied += applied
+        counters.skipped += skipped
         if counters.dead_letters != dead_before:
             # The store is about to commit past these records: they must be safe elsewhere first.
             self.dead_letters.flush()
@@ -101,33 +119,6 @@ class PartitionApplier:
         assert last is not None
         self.store.commit(batch, last)
         return last
-
-    def _apply_event(
-        self,
-        key: bytes,
-        event: ChangeEvent,
-        *,
-        offset: Any,
-        before: int | None,
-        batch: StoreBatch,
-        written: dict[bytes, StoredRow | None],
-    ) -> None:
-        """Plan and stage one event; ``before`` is the table's truncate watermark."""
-        mutation = plan(event, before)
-        if type(mutation) is Upsert:
-            image = mutation.image
-            if mutation.unavailable:
-                image = self._merge(key, image, mutation.unavailable, written)
-            row = StoredRow(mutation.lsn, mutation.commit_ts_ms, offset, orjson.dumps(image))
-            batch.put(key, row)
-            written[key] = row
-            self.counters.applied += 1
-        elif type(mutation) is Remove:
-            batch.delete(key)
-            written[key] = None
-            self.counters.applied += 1
-        else:
-            self.counters.skipped += 1
 
     def _merge(
         self,
