@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from fabric.core.events import ChangeEvent, Op, TruncateMarker, decode
 from fabric.core.types import UnavailableValueError
@@ -59,10 +59,14 @@ def watch_changes(
             "logger": log,
         }
     )
-    assignment = [TopicPartition(topic, p, positions.get(str(p), OFFSET_END)) for p in partitions]
+    watched = [(str(p), TopicPartition(topic, p)) for p in partitions]
     # Markers name their table in the key; the topic is small and compacted.
-    assignment.append(TopicPartition(marker_topic, 0, positions.get(_MARKERS, OFFSET_END)))
-    consumer.assign(assignment)
+    watched.append((_MARKERS, TopicPartition(marker_topic, 0)))
+    for name, tp in watched:
+        if name not in positions:
+            _start_at_end(consumer, tp, name, positions)
+        tp.offset = positions.get(name, OFFSET_END)
+    consumer.assign([tp for _, tp in watched])
     try:
         while is_active():
             # Short: consume() waits for a full batch or this long, and a watch is about latency.
@@ -96,6 +100,20 @@ def watch_changes(
                 yield event
     finally:
         consumer.close()
+
+
+def _start_at_end(
+    consumer: Consumer, tp: TopicPartition, name: str, positions: dict[str, int]
+) -> None:
+    """Record where a watch without a position starts: the partition's end now. Every token
+    then holds every watched partition; one that lacked a partition would resume there at the
+    end, past the changes made in between."""
+    try:
+        _, high = consumer.get_watermark_offsets(tp, timeout=10)
+    except KafkaException:
+        return  # no such topic yet (the marker topic appears with the first marker)
+    if high >= 0:
+        positions[name] = high
 
 
 def _event(
