@@ -35,7 +35,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from fabric import config
 from fabric.core.keys import KeyCodec
 from fabric.core.types import Column, ColumnType, TableSchema
-from fabric.materialize.instance import Materializer, PartitionState
+from fabric.materialize.instance import Materializer
+from fabric.materialize.partition import PartitionState
 
 PREFIX = "bench"
 TABLE = "public.rows"

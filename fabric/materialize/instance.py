@@ -11,8 +11,9 @@ new or its offset is out of the topic's range), and the partition is RESTORING u
 up with the end offset seen at assignment, then ACTIVE. Kafka's committed offsets are written too,
 for monitoring only.
 
-Truncate markers come from ``<prefix>.message``, which every instance reads whole (it is small and
-compacted: one marker per table), and apply to every store of the marker's table.
+Truncate markers (:mod:`fabric.materialize.markers`) apply to every store of their table.
+Stopping with a handover keeps the partitions applied and readable, outside the group, until
+their new owners are ACTIVE (docs/routing.md).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,69 +38,33 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from fabric.config import MaterializerSettings
-from fabric.core.events import TruncateMarker, decode
-from fabric.errors import MalformedEventError, StoreLockedError
+from fabric.errors import StoreLockedError
 from fabric.kafka_errors import check_consumer_error
 from fabric.materialize.applier import CodecLookup, PartitionApplier
 from fabric.materialize.deadletters import DeadLetters
+from fabric.materialize.markers import TruncateMarkers
 from fabric.materialize.membership import member_client_id
-from fabric.materialize.status import InstanceStatus, PartitionStatus, write_status
+from fabric.materialize.partition import (
+    AssignedPartition,
+    PartitionPosition,
+    PartitionState,
+    TopicPartitionKey,
+    partition_status,
+)
+from fabric.materialize.status import InstanceStatus, write_status
 from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
 
-TopicPartitionKey = tuple[str, int]
 
 _PROGRESS_EVERY_S = 5.0
 _STATS_EVERY_S = 1.0
 _STATUS_FILE_EVERY_S = 2.0
-_MARKER_CHECK_EVERY_S = 1.0
 _LOCK_WAIT_S = 60.0
 # consume() returns when it has a full batch or when this wait is over: under a light load every
 # change waits this long before it is applied, so it is short (a busy topic fills batches).
 _CONSUME_WAIT_S = 0.01
-
-
-class PartitionState(StrEnum):
-    RESTORING = "RESTORING"
-    ACTIVE = "ACTIVE"
-
-
-@dataclass(frozen=True)
-class PartitionPosition:
-    state: PartitionState
-    position: int  # the next offset to apply
-    end_offset: int  # the partition's end as last seen
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.end_offset - self.position)
-
-
-@dataclass
-class AssignedPartition:
-    applier: PartitionApplier
-    state: PartitionState
-    position: int  # the next offset to apply
-    restore_start: int
-    restore_target: int  # the end offset seen at assignment
-    end_offset: int  # the end offset as last seen
-    assigned_at: float = field(default_factory=time.monotonic)
-    last_progress_log: float = field(default_factory=time.monotonic)
-    events_per_s: float = 0.0
-    _rate_mark: tuple[float, int] = (0.0, 0)
-
-    @property
-    def table(self) -> str:
-        return self.applier.table
-
-    def restore_eta_s(self, now: float) -> float | None:
-        if self.state is not PartitionState.RESTORING:
-            return None
-        done = self.position - self.restore_start
-        rate = done / max(now - self.assigned_at, 1e-6)
-        return (self.restore_target - self.position) / rate if rate > 0 else None
 
 
 class Materializer:
@@ -120,7 +83,6 @@ class Materializer:
         self._codecs = codecs
         self._store_options = store_options or StoreOptions()
         self._assigned: dict[TopicPartitionKey, AssignedPartition] = {}
-        self._markers: dict[str, int] = {}  # table → LSN of its latest truncate marker
         self._lock = threading.Lock()  # guards _assigned for readers on other threads
         self._partition_counts: dict[str, int] = {}
         self._rebalance_listeners: list[Callable[[], None]] = []
@@ -130,16 +92,12 @@ class Materializer:
             bootstrap, settings.dead_letter_topic, settings.instance_id
         )
         self._consumer = Consumer(self._consumer_settings())
-        self._marker_consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{settings.group}.markers.{settings.instance_id}",
-                "enable.auto.commit": False,
-                "logger": log,
-            }
+        self._markers = TruncateMarkers(
+            bootstrap,
+            settings.marker_topic,
+            f"{settings.group}.markers.{settings.instance_id}",
+            self._dead_letters,
         )
-        self._marker_partitions = 0
-        self._next_marker_check = 0.0
         self._last_stats = 0.0
         self._last_status_file = 0.0
         self._closed = False
@@ -193,7 +151,7 @@ class Materializer:
         return self._handing_over
 
     def _loop_once(self) -> None:
-        self._poll_markers()
+        self._apply_markers()
         self._step()
         self._refresh_stats()
 
@@ -237,7 +195,7 @@ class Materializer:
             for part in self._assigned.values():
                 part.applier.store.close()
             self._assigned.clear()
-        self._marker_consumer.close()
+        self._markers.close()
         self._write_status_file()
         log.info("materializer stopped instance=%s", self.settings.instance_id)
 
@@ -247,7 +205,7 @@ class Materializer:
         now = time.monotonic()
         with self._lock:
             parts = sorted(self._assigned.items())
-            partitions = tuple(_partition_status(key, part, now) for key, part in parts)
+            partitions = tuple(partition_status(key, part, now) for key, part in parts)
         return InstanceStatus(
             group=self.settings.group,
             instance_id=self.settings.instance_id,
@@ -477,7 +435,9 @@ class Materializer:
         part = AssignedPartition(applier, state, start, start, high, high)
         with self._lock:
             self._assigned[(topic, partition)] = part
-        self._apply_marker(part, self._markers.get(part.table))
+        latest = self._markers.latest(part.table)
+        if latest is not None:
+            part.apply_truncate(latest)
         log.info(
             "partition assigned topic=%s partition=%d resume=%d end=%d state=%s",
             topic,
@@ -509,65 +469,12 @@ class Materializer:
                 part.applier.store.close()
                 log.info("partition %s topic=%s partition=%d", why, tp.topic, tp.partition)
 
-    # -- truncate markers ----------------------------------------------------------------------
-
-    def _poll_markers(self) -> None:
-        self._assign_marker_partitions()
-        if not self._marker_partitions:
-            return
-        for msg in self._marker_consumer.consume(500, timeout=0):
-            if msg.error() is not None:
-                continue
-            try:
-                marker = decode(msg.value())
-            except MalformedEventError as exc:
-                self._dead_letters.send(msg, exc.reason)
-                continue
-            if not isinstance(marker, TruncateMarker):
-                continue
-            if marker.lsn <= self._markers.get(marker.table, -1):
-                continue
-            self._markers[marker.table] = marker.lsn
+    def _apply_markers(self) -> None:
+        for marker in self._markers.poll():
             with self._lock:
                 parts = [p for p in self._assigned.values() if p.table == marker.table]
             for part in parts:
-                self._apply_marker(part, marker.lsn)
-
-    def _assign_marker_partitions(self) -> None:
-        topic = self.settings.marker_topic
-        now = time.monotonic()
-        # The topic appears with the first TRUNCATE and may gain partitions: look once a second.
-        if now < self._next_marker_check:
-            return
-        self._next_marker_check = now + _MARKER_CHECK_EVERY_S
-        try:
-            metadata = self._marker_consumer.list_topics(topic, timeout=0.5)
-        except KafkaException:
-            return
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            return
-        count = len(found.partitions)
-        if count != self._marker_partitions:
-            self._marker_consumer.assign(
-                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(count)]
-            )
-            self._marker_partitions = count
-
-    def _apply_marker(self, part: AssignedPartition, lsn: int | None) -> None:
-        store = part.applier.store
-        watermark = store.truncate_watermark()
-        if lsn is None or (watermark is not None and lsn <= watermark):
-            return
-        removed = store.truncate_below(lsn)
-        log.info(
-            "table truncated table=%s topic=%s partition=%d lsn=%d rows_removed=%d",
-            part.table,
-            part.applier.topic,
-            part.applier.partition,
-            lsn,
-            removed,
-        )
+                part.apply_truncate(marker.lsn)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -593,29 +500,3 @@ class Materializer:
         count = len(metadata.topics[topic].partitions)
         self._partition_counts[topic] = count
         return count
-
-
-def _partition_status(
-    key: TopicPartitionKey, part: AssignedPartition, now: float
-) -> PartitionStatus:
-    counters = part.applier.counters
-    store = part.applier.store
-    return PartitionStatus(
-        topic=key[0],
-        partition=key[1],
-        table=part.table,
-        state=part.state.value,
-        position=part.position,
-        end_offset=part.end_offset,
-        restored=min(part.position, part.restore_target) - part.restore_start,
-        restore_total=part.restore_target - part.restore_start,
-        restore_eta_s=part.restore_eta_s(now),
-        events_per_s=round(part.events_per_s, 1),
-        applied=counters.applied,
-        skipped=counters.skipped,
-        dead_letters=counters.dead_letters,
-        routing_checked=counters.routing_checked,
-        routing_mismatches=counters.routing_mismatches,
-        unresolved_toast=counters.unresolved_toast,
-        rows=store.count_estimate() if store.is_open else 0,
-    )

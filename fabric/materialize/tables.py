@@ -20,7 +20,8 @@ from fabric.catalog import Catalog
 from fabric.core.partitioner import partition_for
 from fabric.core.types import TableSchema, UnknownColumnsError, decode_row
 from fabric.errors import FabricError, UnknownTableError
-from fabric.materialize.instance import Materializer, PartitionPosition, PartitionState
+from fabric.materialize.instance import Materializer
+from fabric.materialize.partition import PartitionPosition, PartitionState
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore
 
