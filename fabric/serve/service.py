@@ -32,8 +32,9 @@ from fabric.errors import (
     StoreError,
     UnknownTableError,
 )
-from fabric.materialize.instance import Materializer, PartitionPosition, PartitionState
+from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo, parse_client_id
+from fabric.materialize.partition import PartitionPosition, PartitionState
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, Lookup, NotLocalError, Row
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
@@ -569,7 +570,9 @@ class FabricService(pb_grpc.FabricServicer):
     def _encoder(self, table: str) -> RowEncoder:
         schema = self._catalog.schema(table)
         encoder = self._encoders.get(table)
-        if encoder is None or encoder.version != schema.version:
+        # The catalog holds one object per definition it read: comparing identity spares
+        # hashing the definition (TableSchema.version) on every answer.
+        if encoder is None or encoder.schema is not schema:
             encoder = RowEncoder(schema)
             self._encoders[table] = encoder
         return encoder
