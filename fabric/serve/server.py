@@ -131,6 +131,13 @@ class FabricServer:
         came back under a new process, which needs the stores), at most handover_timeout_s."""
         member_id = self.materializer.member_id
         deadline = time.monotonic() + self._cfg.serve.handover_timeout_s
+        snapshot = self.topology.refresh(max_age_s=0.0)
+        peers = [h for h in snapshot.instances if h.instance_id != self.me.instance_id]
+        # Asked once, at the start: a peer taking partitions over goes NOT_SERVING while it
+        # restores them, which must not end the handover it is part of.
+        if not any(self._serving(peer) for peer in peers):
+            log.info("no serving instance in the group to hand over to")
+            return
         while time.monotonic() < deadline:
             held = self.materializer.held_partitions()
             if not held:
@@ -140,9 +147,6 @@ class FabricServer:
                 log.info("this instance restarted elsewhere; letting go of every partition")
                 return
             states = self._owner_states(snapshot.instances)
-            if not any(h.instance_id != self.me.instance_id for h in snapshot.instances):
-                log.info("no other instance in the group to hand over to")
-                return
             for topic, partition in held:
                 owner = snapshot.owner(topic, partition)
                 ready = states.get((topic, partition)) == "ACTIVE"
@@ -154,6 +158,17 @@ class FabricServer:
             self._cfg.serve.handover_timeout_s,
             len(self.materializer.held_partitions()),
         )
+
+    def _serving(self, peer: HostInfo) -> bool:
+        """Whether a peer answers its health check SERVING: one that is stopping too (or still
+        restoring) will not take partitions over soon."""
+        try:
+            answer = health_pb2_grpc.HealthStub(self._peers.channel(peer.endpoint)).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _owner_states(self, instances: Sequence[HostInfo]) -> dict[tuple[str, int], str]:
         """The state of every partition, as each other instance reports its own."""
