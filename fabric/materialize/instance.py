@@ -146,10 +146,6 @@ class Materializer:
         with self._lock:
             return sorted(self._assigned)
 
-    @property
-    def handing_over(self) -> bool:
-        return self._handing_over
-
     def _loop_once(self) -> None:
         self._apply_markers()
         self._step()
@@ -220,11 +216,6 @@ class Materializer:
         with self._lock:
             part = self._assigned.get((topic, partition))
         return part.applier.store if part is not None else None
-
-    def partition_state(self, topic: str, partition: int) -> PartitionState | None:
-        with self._lock:
-            part = self._assigned.get((topic, partition))
-        return part.state if part is not None else None
 
     def partition_position(self, topic: str, partition: int) -> PartitionPosition | None:
         """State, next offset to apply and end offset of an assigned partition, else None."""
