@@ -4,7 +4,8 @@
 - No answer (connection refused, connect timeout, DNS) → :class:`ConnectUnreachableError`.
 - An answer that is an HTTP error → :class:`ConnectError` carrying Connect's own ``message``.
 - ``409 Conflict`` (a worker rebalance or a concurrent config change is in progress) is retried
-  with exponential backoff until ``conflict_timeout_s`` has passed.
+  with exponential backoff until ``conflict_timeout_s`` has passed; so is the ``500`` a worker
+  answers while "a rebalance is expected" (right after a connector's config changed).
 - ``404`` on a read (config, status, tasks, offsets) is an answer, not an error: ``None``.
 
 Every message is masked: Connect echoes configs, and the JDBC driver may echo connection strings.
@@ -152,14 +153,15 @@ class ConnectClient:
         params: Mapping[str, str] | None = None,
         absent_ok: bool = False,
     ) -> requests.Response | None:
-        """Send one request, retrying 409s; ``None`` for a 404 when ``absent_ok``."""
+        """Send one request, retrying while the worker is busy rebalancing; ``None`` for a 404
+        when ``absent_ok``."""
         if not self._verified and path != "/":
             self._verify()
         deadline = time.monotonic() + self.conflict_timeout_s
         backoff = 0.25
         while True:
             response = self._send(method, path, body, params)
-            if response.status_code != 409 or time.monotonic() + backoff > deadline:
+            if not _busy(response) or time.monotonic() + backoff > deadline:
                 break
             log.info(
                 "connect busy, retrying method=%s path=%s backoff_s=%.2f", method, path, backoff
@@ -252,3 +254,10 @@ def _quote(segment: str) -> str:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _busy(response: requests.Response) -> bool:
+    """Connect answers this way while its group rebalances; the same request succeeds later."""
+    if response.status_code == 409:
+        return True
+    return response.status_code == 500 and "rebalance is expected" in response.text

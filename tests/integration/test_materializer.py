@@ -808,8 +808,7 @@ def test_a_table_added_to_the_connector_is_picked_up_without_a_restart(
                 " AND tablename = 'late'",
                 [source.name, source.name],
             ).fetchone()
-        # Debezium adds the table to its publication when the task restarts; Connect's log
-        # says why when it cannot.
+        # `connectors apply` sets the publication's tables before Connect restarts the task.
         return None if found else "missing from the connector's publication"
 
     eventually(published, f"{source.table('late')} captured", timeout_s=30)
