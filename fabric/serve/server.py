@@ -49,7 +49,9 @@ _TOPOLOGY_EVERY_S = 2.0
 class FabricServer:
     def __init__(self, cfg: FabricConfig, advertised_endpoint: str | None = None) -> None:
         serve = cfg.serve
-        self.endpoint = advertised_endpoint or serve.endpoint
+        self.endpoint = (
+            advertised_endpoint or cfg.materializer.advertised_endpoint or serve.endpoint
+        )
         settings = replace(cfg.materializer, advertised_endpoint=self.endpoint)
         self.me = HostInfo(settings.instance_id, self.endpoint)
         self._cfg = cfg
