@@ -400,7 +400,7 @@ def test_an_answer_from_another_owner_makes_the_client_read_the_topology_again(
 def test_the_topology_is_read_again_when_it_is_old(
     fabric: Fabric, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("fabric.client.TOPOLOGY_MAX_AGE_S", -1.0)  # always too old
+    monkeypatch.setattr("fabric.client.topology.TOPOLOGY_MAX_AGE_S", -1.0)  # always too old
     with fabric.client() as client:
         client.get("users", 1)
         client.get("users", 1)
