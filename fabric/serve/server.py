@@ -33,7 +33,8 @@ from fabric.materialize.membership import HostInfo
 from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
-from fabric.serve.service import FORWARDED, FabricService, Peers
+from fabric.serve.peers import Peers
+from fabric.serve.service import FORWARDED, FabricService
 from fabric.serve.topology import GroupTopology
 
 log = logging.getLogger(__name__)

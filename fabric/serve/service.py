@@ -14,11 +14,9 @@ its :class:`Freshness`).
 
 from __future__ import annotations
 
-import base64
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -38,7 +36,9 @@ from fabric.materialize.partition import PartitionPosition, PartitionState
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, Lookup, NotLocalError, Row
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
-from fabric.rpc.values import RowEncoder, decode_key, decode_value
+from fabric.rpc.values import RowEncoder, decode_key
+from fabric.serve.peers import Peers
+from fabric.serve.scanning import parse_scan_token, prefix_values, scan_filter, scan_token
 from fabric.serve.topology import GroupTopology
 from fabric.serve.watch import watch_changes
 
@@ -68,41 +68,6 @@ class _UnavailableError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class Peers:
-    """One channel per peer endpoint, kept for the life of the instance."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stubs: dict[str, pb_grpc.FabricStub] = {}
-        self._channels: dict[str, grpc.Channel] = {}
-
-    def stub(self, endpoint: str) -> pb_grpc.FabricStub:
-        with self._lock:
-            stub = self._stubs.get(endpoint)
-            if stub is None:
-                stub = pb_grpc.FabricStub(self._channel(endpoint))  # type: ignore[no-untyped-call]
-                self._stubs[endpoint] = stub
-            return stub
-
-    def channel(self, endpoint: str) -> grpc.Channel:
-        with self._lock:
-            return self._channel(endpoint)
-
-    def _channel(self, endpoint: str) -> grpc.Channel:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            channel = grpc.insecure_channel(endpoint)
-            self._channels[endpoint] = channel
-        return channel
-
-    def close(self) -> None:
-        with self._lock:
-            for channel in self._channels.values():
-                channel.close()
-            self._channels.clear()
-            self._stubs.clear()
 
 
 class FabricService(pb_grpc.FabricServicer):
@@ -287,8 +252,8 @@ class FabricService(pb_grpc.FabricServicer):
             count = self._materializer.partition_count(topic)
             if count is None:
                 raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
-            matches = _scan_filter(request, schema.primary_key, table)
-            start_partition, after_key = _parse_token(request.resume_token)
+            matches = scan_filter(request, schema.primary_key, table)
+            start_partition, after_key = parse_scan_token(request.resume_token)
             if request.HasField("partition"):
                 partitions = [request.partition]
             else:
@@ -339,13 +304,13 @@ class FabricService(pb_grpc.FabricServicer):
                 yield pb.ScanResponse(
                     row=encoder.row(row.values),
                     freshness=self._freshness(row, partition, local),
-                    resume_token=_token(partition, key),
+                    resume_token=scan_token(partition, key),
                 )
             return
         forward = pb.ScanRequest(
             table=request.table,
             partition=partition,
-            resume_token=_token(partition, after_key) if after_key is not None else "",
+            resume_token=scan_token(partition, after_key) if after_key is not None else "",
         )
         yield from self._routed(
             meta,
@@ -465,7 +430,7 @@ class FabricService(pb_grpc.FabricServicer):
                 key_meta = self._metadata(table, request.key)
             prefix: list[Any] = []
             if request.HasField("prefix"):
-                prefix = _prefix_values(request.prefix, schema.primary_key, table)
+                prefix = prefix_values(request.prefix, schema.primary_key, table)
             yield from watch_changes(
                 bootstrap=self._materializer.bootstrap,
                 marker_topic=self._materializer.settings.marker_topic,
@@ -672,83 +637,3 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
             context.abort(exc.code(), exc.details() or "")
         if isinstance(exc, FabricError):
             context.abort(_code_of(exc), str(exc))
-
-
-# -- scan helpers ----------------------------------------------------------------------------
-
-
-def _token(partition: int, key: bytes | None) -> str:
-    raw = f"{partition}:".encode() + (key or b"")
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _parse_token(token: str) -> tuple[int, bytes | None]:
-    if not token:
-        return 0, None
-    try:
-        raw = base64.urlsafe_b64decode(token.encode())
-        head, _, key = raw.partition(b":")
-        return int(head), key
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidKeyError(
-            f"resume token {token!r:.40} is not one this service issued"
-        ) from None
-
-
-def _prefix_values(key: pb.Key, primary_key: Sequence[str], table: str) -> list[Any]:
-    values = decode_key(key, primary_key, table)
-    if isinstance(values, dict):
-        ordered = []
-        for name in primary_key:
-            if name not in values:
-                break
-            ordered.append(values.pop(name))
-        if values:
-            raise InvalidKeyError(
-                f"{table}: a prefix names the first columns of the key ({', '.join(primary_key)})",
-                next(iter(values)),
-            )
-        return ordered
-    if len(values) > len(primary_key):
-        raise InvalidKeyError(f"{table}: the key has {len(primary_key)} columns")
-    return values
-
-
-def _scan_filter(
-    request: pb.ScanRequest, primary_key: Sequence[str], table: str
-) -> Callable[[pb.ScanResponse], bool]:
-    prefix = (
-        _prefix_values(request.prefix, primary_key, table) if request.HasField("prefix") else []
-    )
-    start = (
-        _prefix_values(request.range_start, primary_key, table)
-        if request.HasField("range_start")
-        else None
-    )
-    end = (
-        _prefix_values(request.range_end, primary_key, table)
-        if request.HasField("range_end")
-        else None
-    )
-    if prefix and (start is not None or end is not None):
-        raise InvalidKeyError(f"{table}: a Scan takes a prefix or a range, not both")
-    if not prefix and start is None and end is None:
-        return lambda _: True
-    names = list(primary_key)
-
-    def key_of(response: pb.ScanResponse) -> list[Any]:
-        values = {f.name: f.value for f in response.row.fields}
-        return [decode_value(values[name]) for name in names]
-
-    def matches(response: pb.ScanResponse) -> bool:
-        key = key_of(response)
-        if prefix:
-            return key[: len(prefix)] == prefix
-        try:
-            if start is not None and key[: len(start)] < start:
-                return False
-            return not (end is not None and key[: len(end)] >= end)
-        except TypeError:
-            raise InvalidKeyError(f"{table}: range bounds do not match the key's types") from None
-
-    return matches
