@@ -12,10 +12,20 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from fabric import __version__, config
-from fabric.cli import connectors, demo, events, materialize, query, sample, serve, stack
+from fabric.cli import (
+    connectors,
+    demo,
+    events,
+    materialize,
+    query,
+    sample,
+    serve,
+    stack,
+    verify,
+)
 from fabric.errors import FabricError
 
-_AREAS = (stack, connectors, sample, events, materialize, serve, query, demo)
+_AREAS = (stack, connectors, sample, events, materialize, serve, query, verify, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
