@@ -6,12 +6,11 @@ import argparse
 import json
 import signal
 import threading
-from dataclasses import replace
-from pathlib import Path
 from types import FrameType
 
 from fabric import db
 from fabric.catalog import Catalog
+from fabric.cli.serve import instance_settings
 from fabric.config import FabricConfig
 from fabric.materialize.instance import Materializer
 from fabric.materialize.metrics import serve_metrics
@@ -32,17 +31,7 @@ def register(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _run(args: argparse.Namespace, cfg: FabricConfig) -> int:
-    settings = cfg.materializer
-    if args.instance_id:
-        settings = replace(
-            settings,
-            instance_id=args.instance_id,
-            state_dir=settings.instances_dir / args.instance_id,
-        )
-    if args.state_dir:
-        settings = replace(settings, state_dir=Path(args.state_dir).absolute())
-    if args.metrics_port is not None:
-        settings = replace(settings, metrics_port=args.metrics_port)
+    settings = instance_settings(cfg.materializer, args)
     catalog = Catalog(lambda: db.connect(cfg.endpoints))
     instance = Materializer(settings, cfg.endpoints.kafka_bootstrap, catalog.codec)
     if settings.metrics_port is not None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from fabric.config import FabricConfig
+from fabric.config import FabricConfig, MaterializerSettings
 from fabric.serve.server import FabricServer
 
 
@@ -46,23 +46,30 @@ def _serve(args: argparse.Namespace, cfg: FabricConfig) -> int:
     return 0
 
 
-def configured(cfg: FabricConfig, args: argparse.Namespace) -> FabricConfig:
-    """``cfg`` with the instance's flags applied over the environment's settings."""
-    materializer = cfg.materializer
-    if args.group:
-        materializer = replace(
-            materializer, group=args.group, dead_letter_topic=f"{args.group}.dead-letters"
+def instance_settings(
+    settings: MaterializerSettings, args: argparse.Namespace
+) -> MaterializerSettings:
+    """``settings`` with an instance's flags (group, id, state folder, metrics port) applied."""
+    if getattr(args, "group", None):
+        settings = replace(
+            settings, group=args.group, dead_letter_topic=f"{args.group}.dead-letters"
         )
     if args.instance_id:
-        materializer = replace(
-            materializer,
+        settings = replace(
+            settings,
             instance_id=args.instance_id,
-            state_dir=materializer.instances_dir / args.instance_id,
+            state_dir=settings.instances_dir / args.instance_id,
         )
     if args.state_dir:
-        materializer = replace(materializer, state_dir=Path(args.state_dir).absolute())
+        settings = replace(settings, state_dir=Path(args.state_dir).absolute())
     if args.metrics_port is not None:
-        materializer = replace(materializer, metrics_port=args.metrics_port)
+        settings = replace(settings, metrics_port=args.metrics_port)
+    return settings
+
+
+def configured(cfg: FabricConfig, args: argparse.Namespace) -> FabricConfig:
+    """``cfg`` with the instance's flags applied over the environment's settings."""
+    materializer = instance_settings(cfg.materializer, args)
     serve = cfg.serve
     if args.host:
         serve = replace(serve, host=args.host)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from fabric.catalog import Catalog
+from fabric.core.types import TableSchema
 from fabric.errors import (
     FabricError,
     InvalidKeyError,
@@ -247,11 +248,7 @@ class FabricService(pb_grpc.FabricServicer):
     ) -> Iterator[pb.ScanResponse]:
         with _status_of(context):
             table = _qualified(request.table)
-            schema = self._catalog.schema(table)
-            topic = self._materializer.topic_of(table)
-            count = self._materializer.partition_count(topic)
-            if count is None:
-                raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
+            schema, topic, count = self._captured(table)
             matches = scan_filter(request, schema.primary_key, table)
             start_partition, after_key = parse_scan_token(request.resume_token)
             if request.HasField("partition"):
@@ -420,11 +417,7 @@ class FabricService(pb_grpc.FabricServicer):
     ) -> Iterator[pb.WatchEvent]:
         with _status_of(context):
             table = _qualified(request.table)
-            schema = self._catalog.schema(table)
-            topic = self._materializer.topic_of(table)
-            count = self._materializer.partition_count(topic)
-            if count is None:
-                raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
+            schema, topic, count = self._captured(table)
             key_meta = None
             if request.HasField("key"):
                 key_meta = self._metadata(table, request.key)
@@ -507,6 +500,15 @@ class FabricService(pb_grpc.FabricServicer):
         return ((FORWARDED, self._me.instance_id),)
 
     # -- answers -------------------------------------------------------------------------------
+
+    def _captured(self, table: str) -> tuple[TableSchema, str, int]:
+        """A captured table's definition, topic and partition count; UnknownTableError else."""
+        schema = self._catalog.schema(table)
+        topic = self._materializer.topic_of(table)
+        count = self._materializer.partition_count(topic)
+        if count is None:
+            raise UnknownTableError(f"table {table} has no topic {topic}: it is not captured")
+        return schema, topic, count
 
     def _metadata(self, table: str, key: pb.Key) -> KeyQueryMetadata:
         codec = self._catalog.codec(table)
