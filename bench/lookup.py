@@ -16,14 +16,17 @@ throughput, medians over ``--runs``:
 (b) ``Get`` sent to the owner of the key's partition;
 (c) ``Get`` sent to the other instance (one forward);
 (d) psycopg: a prepared primary-key SELECT on one connection;
-(e) ``BatchGet`` of 100 keys (sent to one instance) vs psycopg ``WHERE id = ANY(%s)`` of the
-    same keys: keys/s;
+(e) ``BatchGet`` of 100 keys sent to one instance (which forwards the other instance's keys), and
+    ``FabricClient.get_many`` of the same keys (one BatchGet per owner, sent at once, rows
+    decoded to Python values), vs psycopg ``WHERE id = ANY(%s)`` of the same keys: keys/s;
 (f) ``fabric.client.FabricClient``, smart vs plain, under 1, 4 and 16 concurrent callers
     sharing one client, with the calls it saw answered by another instance than the one it
     called (``stats.forwarded``, warm-up included).
 
 (a)-(c) time a stub call with the request built beforehand and the answer parsed into its
 protobuf message; psycopg's figures and the client's include turning values into Python ones.
+(a), (b) and (c) take turns, 50 calls each at a time, and so do (e)'s two sides, 5 batches at a
+time: load from elsewhere on the machine then falls on a figure and its baseline alike.
 Before timing, answers are checked: owners serve their keys, non-owners forward them, and rows
 decode to what psycopg returns. Instance logs and the instances' ports are kept in
 ``/var/tmp/cdc-fabric-bench-lookup``; ``--keep`` leaves the instances running, and a later run
@@ -458,6 +461,41 @@ def sequential(
     return _figure(latencies, len(items) * per_call, clock() - start)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One of several measurements taken :func:`interleaved`."""
+
+    call: Callable[[Any], object]
+    items: Sequence[Any]
+    warmup: Sequence[Any]
+    per_call: int = 1
+
+
+def interleaved(measured: dict[str, Measured], block: int = 50) -> dict[str, Figure]:
+    """:func:`sequential` for several measurements at once, taking turns ``block`` calls at a
+    time: a shared, noisy machine then loads every one of them alike, and their ratios hold."""
+    for m in measured.values():
+        for item in m.warmup:
+            m.call(item)
+    clock = time.perf_counter_ns
+    latencies: dict[str, list[int]] = {label: [] for label in measured}
+    spent = dict.fromkeys(measured, 0)
+    longest = max(len(m.items) for m in measured.values())
+    for start in range(0, longest, block):
+        for label, m in measured.items():
+            times = latencies[label]
+            begun = clock()
+            for item in m.items[start : start + block]:
+                t0 = clock()
+                m.call(item)
+                times.append(clock() - t0)
+            spent[label] += clock() - begun
+    return {
+        label: _figure(latencies[label], len(m.items) * m.per_call, spent[label])
+        for label, m in measured.items()
+    }
+
+
 def concurrent(
     call: Callable[[T], object], items: Sequence[T], warmup: Sequence[T], callers: int
 ) -> Figure:
@@ -560,6 +598,7 @@ B = "(b) Get to the partition's owner"
 C = "(c) Get to the non-owner (1 forward)"
 D = "(d) psycopg prepared SELECT by id"
 E_FABRIC = f"(e) BatchGet of {BATCH} (one instance)"
+E_CLIENT = f"(e) FabricClient.get_many of {BATCH}"
 E_PG = f"(e) psycopg id = ANY({BATCH} keys)"
 
 
@@ -603,10 +642,18 @@ def measure_gets(
         (B, lambda owner: stubs[owner]),
         (C, lambda owner: stubs[1 - owner]),  # two instances: the one not owning the partition
     ]
-    for label, pick in targets:
-        items = to(pick, work.owners, work.requests)
-        warmup = to(pick, work.warmup_owners, work.warmup_requests)
-        out.add(label, sequential(get, items, warmup))
+    figures = interleaved(
+        {
+            label: Measured(
+                get,
+                to(pick, work.owners, work.requests),
+                to(pick, work.warmup_owners, work.warmup_requests),
+            )
+            for label, pick in targets
+        }
+    )
+    for label, figure in figures.items():
+        out.add(label, figure)
 
 
 def measure_postgres_gets(cur: psycopg.Cursor[Any], work: Workload, out: Results) -> None:
@@ -620,9 +667,15 @@ def measure_postgres_gets(cur: psycopg.Cursor[Any], work: Workload, out: Results
 
 
 def measure_batches(
-    stub: pb_grpc.FabricStub, cur: psycopg.Cursor[Any], work: Workload, out: Results
+    stub: pb_grpc.FabricStub,
+    endpoints: list[str],
+    cur: psycopg.Cursor[Any],
+    work: Workload,
+    out: Results,
 ) -> None:
-    """(e) the keys BATCH at a time: BatchGet to one instance, and ``id = ANY(%s)``."""
+    """(e) the keys BATCH at a time: BatchGet to one instance, ``FabricClient.get_many`` (one
+    BatchGet per owner, sent at once), and ``id = ANY(%s)``."""
+    client = FabricClient(endpoints, timeout_s=CALL_TIMEOUT_S)
 
     def chunked(items: Sequence[T]) -> list[Sequence[T]]:
         return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
@@ -634,9 +687,22 @@ def measure_batches(
         cur.execute(SELECT_MANY, [list(keys)], prepare=True)
         cur.fetchall()
 
-    warmup = chunked(work.warmup_requests)
-    out.add(E_FABRIC, sequential(batch_get, chunked(work.requests), warmup, BATCH))
-    out.add(E_PG, sequential(select_many, chunked(work.keys), chunked(work.warmup_keys), BATCH))
+    def get_many(keys: Sequence[int]) -> None:
+        client.get_many(TABLE, keys)
+
+    figures = interleaved(
+        {
+            E_FABRIC: Measured(
+                batch_get, chunked(work.requests), chunked(work.warmup_requests), BATCH
+            ),
+            E_CLIENT: Measured(get_many, chunked(work.keys), chunked(work.warmup_keys), BATCH),
+            E_PG: Measured(select_many, chunked(work.keys), chunked(work.warmup_keys), BATCH),
+        },
+        block=5,
+    )
+    client.close()
+    for label, figure in figures.items():
+        out.add(label, figure)
 
 
 def measure_clients(endpoints: list[str], work: Workload, out: Results) -> None:
@@ -679,6 +745,9 @@ def _notes(medians: dict[str, Figure], forwarded: dict[str, list[int]]) -> dict[
     if E_FABRIC in medians and E_PG in medians:
         ratio = medians[E_FABRIC].rate / medians[E_PG].rate
         notes[E_FABRIC] = f"target keys/s >= psycopg: {ratio:.2f}x, {_verdict(ratio >= 1)}"
+    if E_CLIENT in medians and E_PG in medians:
+        ratio = medians[E_CLIENT].rate / medians[E_PG].rate
+        notes[E_CLIENT] = f"target keys/s >= psycopg: {ratio:.2f}x, {_verdict(ratio >= 1)}"
     for label, counts in forwarded.items():
         if "smart" in label:
             notes[label] = f"forwarded {max(counts)}; target 0: {_verdict(max(counts) == 0)}"
@@ -731,7 +800,7 @@ def run(args: argparse.Namespace, cfg: FabricConfig, instances: list[Instance]) 
                 print(f"run {number}:")
                 measure_gets(work, stubs, echo, out)
                 measure_postgres_gets(cur, work, out)
-                measure_batches(stubs[0], cur, work, out)
+                measure_batches(stubs[0], [i.endpoint for i in instances], cur, work, out)
                 measure_clients([i.endpoint for i in instances], work, out)
         print_summary(out, args, cfg, len(info.partitions))
 

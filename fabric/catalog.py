@@ -122,9 +122,10 @@ class Catalog:
     raise, known tables keep their last definition, and reads are retried at most every
     ``retry_s`` seconds per table.
 
-    A definition older than ``max_age_s`` is read again when next used: an ADD COLUMN shows in
-    the images themselves, but a DROP COLUMN only in the catalog, so reads stop showing a dropped
-    column within that time.
+    A definition older than ``max_age_s`` is read again when next used, in the background (the
+    caller gets the definition it has, never waits on Postgres): an ADD COLUMN shows in the
+    images themselves, but a DROP COLUMN only in the catalog, so reads stop showing a dropped
+    column within that time and the catalog read that follows it.
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class Catalog:
         self._schemas: dict[str, TableSchema] = {}
         self._codecs: dict[str, KeyCodec | None] = {}
         self._last_read: dict[str, float] = {}
+        self._rereading: set[str] = set()
 
     def schema(self, table: str) -> TableSchema:
         """The definition of ``table`` (``schema.table``); raises :class:`UnknownTableError`
@@ -148,11 +150,26 @@ class Catalog:
         if known is None:
             return self.refresh(table, force=True)
         if time.monotonic() - self._last_read.get(table, 0.0) > self._max_age_s:
-            try:
-                return self.refresh(table)
-            except FabricError as exc:
-                log.warning("table definition not re-read table=%s error=%s", table, exc)
+            self._reread_later(table)
         return known
+
+    def _reread_later(self, table: str) -> None:
+        with self._lock:
+            if table in self._rereading:
+                return
+            self._rereading.add(table)
+        threading.Thread(
+            target=self._reread, args=(table,), name=f"catalog-{table}", daemon=True
+        ).start()
+
+    def _reread(self, table: str) -> None:
+        try:
+            self.refresh(table)
+        except FabricError as exc:
+            log.warning("table definition not re-read table=%s error=%s", table, exc)
+        finally:
+            with self._lock:
+                self._rereading.discard(table)
 
     def codec(self, table: str) -> KeyCodec | None:
         """The key codec of ``table``, or None while its definition cannot be read (or it has

@@ -3,9 +3,12 @@ virtualized primary-key reads."""
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -30,6 +33,8 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 
 MAX_BATCH = 1000  # the service's limit on lookups per BatchGet
 
+T = TypeVar("T")
+
 
 class FabricClient:
     """A thread-safe client of the fabric; one gRPC channel per instance, opened when first used."""
@@ -49,6 +54,8 @@ class FabricClient:
         self._topology = TopologyCache(self._read_topology)
         self._transport = Transport(seeds, self._topology, timeout_s=timeout_s, retries=retries)
         self._columns: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+        self._fan_out: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> FabricClient:
         return self
@@ -59,6 +66,10 @@ class FabricClient:
     def close(self) -> None:
         """Close every channel. A watch still running ends quietly; a scan raises (its rows would
         otherwise look complete)."""
+        with self._lock:
+            pool, self._fan_out = self._fan_out, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._transport.close()
 
     @property
@@ -109,14 +120,18 @@ class FabricClient:
                 target = self._owner(info, values[index])
                 groups.setdefault(target.endpoint if target else None, []).append((index, target))
             retry: list[int] = []
-            for endpoint, items in groups.items():
-                for start in range(0, len(items), MAX_BATCH):
-                    chunk = items[start : start + MAX_BATCH]
-                    answers, unavailable, message = self._batch(info, endpoint, chunk, values)
-                    for index, row in answers.items():
-                        results[index] = row
-                    retry.extend(unavailable)
-                    last = message or last
+            batches = [
+                functools.partial(
+                    self._batch, info, endpoint, items[start : start + MAX_BATCH], values
+                )
+                for endpoint, items in groups.items()
+                for start in range(0, len(items), MAX_BATCH)
+            ]
+            for answers, unavailable, message in self._all_at_once(batches):
+                for index, row in answers.items():
+                    results[index] = row
+                retry.extend(unavailable)
+                last = message or last
             if not retry:
                 return results
             pending = retry
@@ -127,6 +142,19 @@ class FabricClient:
             f"{info.table} key {shown(values[pending[0]])}: not answered after "
             f"{retries + 1} attempts: {last}"
         )
+
+    def _all_at_once(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The results of ``calls``, made at the same time: each owner answers its own batch
+        while the others answer theirs. The last call runs on the caller's thread."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        with self._lock:
+            if self._fan_out is None:
+                self._fan_out = ThreadPoolExecutor(thread_name_prefix="fabric-client")
+            pool = self._fan_out
+        started = [pool.submit(call) for call in calls[:-1]]
+        last = calls[-1]()
+        return [future.result() for future in started] + [last]
 
     def _batch(
         self,

@@ -110,7 +110,7 @@ class TableSchema:
 
     def __post_init__(self) -> None:
         decoders = tuple(
-            (c.name, column_decoder(self.qualified, c), _placeholders(c.type), c.missing)
+            (c.name, column_decoder(self.qualified, c), placeholders(c.type), c.missing)
             for c in self.columns
         )
         object.__setattr__(self, "_decoders", decoders)
@@ -191,7 +191,7 @@ def decode_value(column_type: ColumnType, value: Any) -> Any:
     return column_decoder("value", Column("value", column_type))(value)
 
 
-def _placeholders(column_type: ColumnType) -> tuple[object, ...]:
+def placeholders(column_type: ColumnType) -> tuple[object, ...]:
     """The spellings of Debezium's TOAST placeholder a column of this type may carry."""
     raw = UNAVAILABLE_VALUE.encode()
     if column_type.is_array:

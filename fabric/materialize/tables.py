@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -38,8 +38,7 @@ class NotLocalError(FabricError):
         self.state = state
 
 
-@dataclass(frozen=True)
-class KeyQueryMetadata:
+class KeyQueryMetadata(NamedTuple):
     """Where a key lives: its table topic, partition and record key bytes."""
 
     table: str
@@ -97,10 +96,22 @@ class LocalTables:
     def lookup(self, meta: KeyQueryMetadata) -> Lookup:
         """The row under ``meta``'s key, read from this instance's ACTIVE store of its
         partition, with the partition's position; raises :class:`NotLocalError` otherwise."""
-        store, position = self._local(meta)
-        stored = store.get(meta.key)
+        stored, position = self.read(meta)
         row = None if stored is None else self.row_of(meta.table, meta.partition, stored)
         return Lookup(row, position)
+
+    def read(self, meta: KeyQueryMetadata) -> tuple[StoredRow | None, PartitionPosition]:
+        """:meth:`lookup` without decoding: the stored row as the materializer wrote it."""
+        store, position = self._local(meta)
+        return store.get(meta.key), position
+
+    def read_many(
+        self, metas: Sequence[KeyQueryMetadata]
+    ) -> tuple[list[StoredRow | None], PartitionPosition]:
+        """The stored rows of keys of one partition, in one multi-get, in the order of
+        ``metas``; raises :class:`NotLocalError` as :meth:`lookup` does."""
+        store, position = self._local(metas[0])
+        return store.get_many([meta.key for meta in metas]), position
 
     def get_many(self, table: str, keys: Sequence[KeyValues]) -> list[Row | None]:
         """The rows of ``keys``, in the order of ``keys``, None where a key has no row."""

@@ -35,7 +35,7 @@ class RowEncoder:
     def __init__(self, table: TableSchema) -> None:
         self.schema = table
         self.version = table.version
-        self._columns = tuple((c.name, _filler(_encoder(c.type))) for c in table.columns)
+        self._columns = tuple((c.name, _filler(value_encoder(c.type))) for c in table.columns)
 
     def row(self, values: dict[str, Any]) -> pb.Row:
         # Values are set in place on the row's own fields: building each Field and Value apart
@@ -114,7 +114,8 @@ def decode_row(row: pb.Row) -> dict[str, Any]:
 # -- encoders by column type -------------------------------------------------------------------
 
 
-def _encoder(column_type: ColumnType) -> Encoder:
+def value_encoder(column_type: ColumnType) -> Encoder:
+    """The encoder of psycopg values of one column type into ``Value`` messages."""
     if column_type.is_array:
         return _array(_scalar_encoder(column_type))
     return _scalar_encoder(column_type)

@@ -6,7 +6,10 @@ import threading
 
 import grpc
 
+from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
+
+_GET = "/fabric.rpc.v1.Fabric/Get"
 
 
 class Peers:
@@ -15,6 +18,7 @@ class Peers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.FabricStub] = {}
+        self._gets: dict[str, grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def stub(self, endpoint: str) -> pb_grpc.FabricStub:
@@ -24,6 +28,20 @@ class Peers:
                 stub = pb_grpc.FabricStub(self._channel(endpoint))  # type: ignore[no-untyped-call]
                 self._stubs[endpoint] = stub
             return stub
+
+    def get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]:
+        """``Get`` on a peer, answering the serialized ``GetResponse``: a forwarded answer is
+        passed on as the owner wrote it, never parsed and written again."""
+        with self._lock:
+            call = self._gets.get(endpoint)
+            if call is None:
+                call = self._channel(endpoint).unary_unary(
+                    _GET,
+                    request_serializer=pb.GetRequest.SerializeToString,
+                    response_deserializer=None,
+                )
+                self._gets[endpoint] = call
+            return call
 
     def channel(self, endpoint: str) -> grpc.Channel:
         with self._lock:
@@ -42,3 +60,4 @@ class Peers:
                 channel.close()
             self._channels.clear()
             self._stubs.clear()
+            self._gets.clear()

@@ -32,7 +32,7 @@ from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo
 from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
-from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
+from fabric.serve.handlers import add_fabric_service
 from fabric.serve.peers import Peers
 from fabric.serve.service import FORWARDED, FabricService
 from fabric.serve.topology import GroupTopology
@@ -82,7 +82,7 @@ class FabricServer:
         self._service = FabricService(
             self.me, self.materializer, self._catalog, self.topology, self._peers
         )
-        pb_grpc.add_FabricServicer_to_server(self._service, self._server)  # type: ignore[no-untyped-call]
+        add_fabric_service(self._service, self._server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -125,6 +125,7 @@ class FabricServer:
         self._refuser.refusing.set()
         time.sleep(_REFUSE_S)  # calls in flight finish; clients told UNAVAILABLE move on
         self._server.stop(grace=_DRAIN_S).wait()
+        self._service.close()
         self._peers.close()
         self._stopped.set()
         log.info("instance stopped instance=%s", self.me.instance_id)

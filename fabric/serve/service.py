@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from fabric.catalog import Catalog
-from fabric.core.types import TableSchema
+from fabric.core.types import TableSchema, UnknownColumnsError
 from fabric.errors import (
     FabricError,
     InvalidKeyError,
@@ -34,14 +35,22 @@ from fabric.errors import (
 from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo, parse_client_id
 from fabric.materialize.partition import PartitionPosition, PartitionState
-from fabric.materialize.tables import KeyQueryMetadata, LocalTables, Lookup, NotLocalError, Row
+from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError, Row
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import RowEncoder, decode_key
+from fabric.rpc.wire import (
+    AnswerWriter,
+    RowWriter,
+    batch_get_response,
+    get_response,
+    lookup_result,
+)
 from fabric.serve.peers import Peers
 from fabric.serve.scanning import parse_scan_token, prefix_values, scan_filter, scan_token
 from fabric.serve.topology import GroupTopology
 from fabric.serve.watch import watch_changes
+from fabric.state.row import StoredRow
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +96,28 @@ class FabricService(pb_grpc.FabricServicer):
         self._topology = topology
         self._peers = peers
         self._encoders: dict[str, RowEncoder] = {}
+        self._writers: dict[str, RowWriter] = {}
+        self._answers = AnswerWriter(me.instance_id)
+        self._forwarding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="forward")
+
+    def close(self) -> None:
+        """Once the server has drained: no call forwards any more."""
+        self._forwarding.shutdown(wait=True)
 
     # -- Get ---------------------------------------------------------------------------------
 
-    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> bytes:
+        """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
         with _status_of(context):
-            table = _qualified(request.table)
-            meta = self._metadata(table, request.key)
-            deadline = _deadline(context)
-            forwarded = _is_forwarded(context)
-            response = self._get_one(meta, request, deadline, forwarded=forwarded)
-            return response
+            meta = self._metadata(_qualified(request.table), request.key)
+            return self._get_one(
+                meta, request, _deadline(context), forwarded=_is_forwarded(context)
+            )
 
     # -- BatchGet ------------------------------------------------------------------------------
 
-    def BatchGet(
-        self, request: pb.BatchGetRequest, context: grpc.ServicerContext
-    ) -> pb.BatchGetResponse:
+    def BatchGet(self, request: pb.BatchGetRequest, context: grpc.ServicerContext) -> bytes:
+        """A serialized ``BatchGetResponse``."""
         with _status_of(context):
             if len(request.lookups) > MAX_BATCH:
                 raise _LimitError(
@@ -112,7 +126,7 @@ class FabricService(pb_grpc.FabricServicer):
                 )
             deadline = _deadline(context)
             forwarded = _is_forwarded(context)
-            results: list[pb.LookupResult | None] = [None] * len(request.lookups)
+            results: list[bytes | None] = [None] * len(request.lookups)
             pending: list[tuple[int, KeyQueryMetadata]] = []
             for index, lookup in enumerate(request.lookups):
                 try:
@@ -120,17 +134,15 @@ class FabricService(pb_grpc.FabricServicer):
                 except FabricError as exc:
                     results[index] = _failed(_code_of(exc), str(exc))
             self._batch(request, pending, results, deadline, forwarded)
-            return pb.BatchGetResponse(
-                results=[
-                    r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results
-                ]
+            return batch_get_response(
+                [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
             )
 
     def _batch(
         self,
         request: pb.BatchGetRequest,
         pending: list[tuple[int, KeyQueryMetadata]],
-        results: list[pb.LookupResult | None],
+        results: list[bytes | None],
         deadline: float,
         forwarded: bool,
     ) -> None:
@@ -139,22 +151,30 @@ class FabricService(pb_grpc.FabricServicer):
         retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
         the forwarder to retry."""
         remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
+        local: list[list[tuple[int, KeyQueryMetadata]]] = []
         waiting: list[tuple[int, KeyQueryMetadata]] = []
         by_partition: dict[tuple[str, int], list[tuple[int, KeyQueryMetadata]]] = {}
         for item in pending:
             by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
         for (topic, partition), items in by_partition.items():
-            local = self._materializer.partition_position(topic, partition)
-            if local is not None and local.state is PartitionState.ACTIVE:
-                self._batch_local(items, results, waiting)
+            position = self._materializer.partition_position(topic, partition)
+            if position is not None and position.state is PartitionState.ACTIVE:
+                local.append(items)
                 continue
             owner = None if forwarded else self._owner(topic, partition, refresh=False)
-            if owner is None or owner == self._me or local is not None:
+            if owner is None or owner == self._me or position is not None:
                 waiting.extend(items)
             else:
                 remote.setdefault(owner.endpoint, []).extend(items)
-        for endpoint, items in remote.items():
-            waiting.extend(self._batch_remote(endpoint, request, items, results, deadline))
+        # The owners read their sub-batches while this instance reads its own.
+        sent = [
+            (items, self._send_batch(endpoint, request, items, deadline))
+            for endpoint, items in remote.items()
+        ]
+        for items in local:
+            self._batch_local(items, results, waiting)
+        for items, call in sent:
+            waiting.extend(self._batch_answers(call, items, results))
         for index, meta in waiting:
             if forwarded:
                 results[index] = _failed(
@@ -164,7 +184,9 @@ class FabricService(pb_grpc.FabricServicer):
                 continue
             lookup = request.lookups[index]
             try:
-                answer = self._get_one(meta, lookup, deadline, forwarded=False)
+                answer = pb.GetResponse.FromString(
+                    self._get_one(meta, lookup, deadline, forwarded=False)
+                )
             except _UnavailableError as exc:
                 results[index] = _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
             except grpc.RpcError as exc:
@@ -176,17 +198,23 @@ class FabricService(pb_grpc.FabricServicer):
             else:
                 results[index] = pb.LookupResult(
                     status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
-                )
+                ).SerializeToString()
 
     def _get_one(
         self, meta: KeyQueryMetadata, request: pb.GetRequest, deadline: float, *, forwarded: bool
-    ) -> pb.GetResponse:
-        response: pb.GetResponse = self._routed(
+    ) -> bytes:
+        """A serialized ``GetResponse``, from this instance's store or its owner's."""
+
+        def local() -> bytes:
+            stored, position = self._tables.read(meta)
+            return get_response(*self._answer(meta.table, meta.partition, stored, position))
+
+        response: bytes = self._routed(
             meta,
             deadline,
             forwarded,
-            local=lambda: self._answer(self._tables.lookup(meta), meta),
-            remote=lambda stub, timeout: stub.Get(
+            local=local,
+            remote=lambda endpoint, timeout: self._peers.get(endpoint)(
                 request, timeout=timeout, metadata=self._forward_metadata()
             ),
         )
@@ -195,42 +223,56 @@ class FabricService(pb_grpc.FabricServicer):
     def _batch_local(
         self,
         items: list[tuple[int, KeyQueryMetadata]],
-        results: list[pb.LookupResult | None],
+        results: list[bytes | None],
         waiting: list[tuple[int, KeyQueryMetadata]],
     ) -> None:
-        for index, meta in items:
+        """The lookups of one partition this instance serves, read in one multi-get."""
+        try:
+            stored_rows, position = self._tables.read_many([meta for _, meta in items])
+        except (NotLocalError, StoreError):
+            waiting.extend(items)
+            return
+        for (index, meta), stored in zip(items, stored_rows, strict=True):
             try:
-                answer = self._answer(self._tables.lookup(meta), meta)
-            except (NotLocalError, StoreError):
-                waiting.append((index, meta))
-                continue
+                results[index] = lookup_result(
+                    *self._answer(meta.table, meta.partition, stored, position)
+                )
             except FabricError as exc:
                 results[index] = _failed(_code_of(exc), str(exc))
-                continue
-            results[index] = pb.LookupResult(
-                status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
-            )
 
-    def _batch_remote(
+    def _send_batch(
         self,
         endpoint: str,
         request: pb.BatchGetRequest,
         items: list[tuple[int, KeyQueryMetadata]],
-        results: list[pb.LookupResult | None],
         deadline: float,
-    ) -> list[tuple[int, KeyQueryMetadata]]:
-        """Forward ``items`` to one owner; returns the ones to try again."""
+    ) -> Future[pb.BatchGetResponse]:
+        """Forward ``items`` to their owner without waiting for the answer."""
         forward = pb.BatchGetRequest(lookups=[request.lookups[index] for index, _ in items])
+        # A pool thread makes the blocking call: a gRPC future would start a channel thread of
+        # its own for every call.
+        return self._forwarding.submit(
+            self._peers.stub(endpoint).BatchGet,
+            forward,
+            timeout=max(0.001, deadline - time.monotonic()),
+            metadata=self._forward_metadata(),
+        )
+
+    def _batch_answers(
+        self,
+        call: Future[pb.BatchGetResponse],
+        items: list[tuple[int, KeyQueryMetadata]],
+        results: list[bytes | None],
+    ) -> list[tuple[int, KeyQueryMetadata]]:
+        """An owner's answers to forwarded ``items``; returns the ones to try again."""
         try:
-            answer = self._peers.stub(endpoint).BatchGet(
-                forward,
-                timeout=max(0.001, deadline - time.monotonic()),
-                metadata=self._forward_metadata(),
-            )
+            answer: pb.BatchGetResponse = call.result()
         except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
                 for index, _ in items:
-                    results[index] = _failed(exc.code(), exc.details() or "")
+                    results[index] = _failed(code, details or "")
                 return []
             return items
         retry = []
@@ -238,7 +280,7 @@ class FabricService(pb_grpc.FabricServicer):
             if result.status == grpc.StatusCode.UNAVAILABLE.name:
                 retry.append((index, meta))
             else:
-                results[index] = result
+                results[index] = result.SerializeToString()
         return retry
 
     # -- Scan ----------------------------------------------------------------------------------
@@ -314,8 +356,10 @@ class FabricService(pb_grpc.FabricServicer):
             deadline,
             forwarded,
             local=lambda: self._raise_not_local(meta),
-            remote=lambda stub, timeout: list(
-                stub.Scan(forward, timeout=timeout, metadata=self._forward_metadata())
+            remote=lambda endpoint, timeout: list(
+                self._peers.stub(endpoint).Scan(
+                    forward, timeout=timeout, metadata=self._forward_metadata()
+                )
             ),
         )
 
@@ -448,7 +492,7 @@ class FabricService(pb_grpc.FabricServicer):
         deadline: float,
         forwarded: bool,
         local: Callable[[], T],
-        remote: Callable[[pb_grpc.FabricStub, float], T],
+        remote: Callable[[str, float], T],
     ) -> T:
         """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
         instance that can: its owner, or while the owner restores it, the previous owner that is
@@ -473,10 +517,7 @@ class FabricService(pb_grpc.FabricServicer):
                     if target is None or target == self._me:
                         continue
                     try:
-                        return remote(
-                            self._peers.stub(target.endpoint),
-                            max(0.001, deadline - time.monotonic()),
-                        )
+                        return remote(target.endpoint, max(0.001, deadline - time.monotonic()))
                     except grpc.RpcError as exc:
                         if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                             raise
@@ -518,17 +559,49 @@ class FabricService(pb_grpc.FabricServicer):
         values = decode_key(key, codec.columns, table)
         return self._tables.key_metadata(table, values)
 
-    def _answer(self, lookup: Lookup, meta: KeyQueryMetadata) -> pb.GetResponse:
-        row = lookup.row
-        if row is None:
-            return pb.GetResponse(
-                found=False, freshness=self._freshness(None, meta.partition, lookup.position)
+    def _answer(
+        self, table: str, partition: int, stored: StoredRow | None, position: PartitionPosition
+    ) -> tuple[bytes | None, bytes]:
+        """A lookup's serialized row (None: no such key) and freshness."""
+        applied_offset = position.position - 1
+        if stored is None:
+            return None, self._answers.freshness(
+                lsn=0,
+                commit_time_ms=0,
+                partition=partition,
+                offset=-1,
+                applied_offset=applied_offset,
+                lag_records=position.lag,
             )
-        return pb.GetResponse(
-            found=True,
-            row=self._encoder(meta.table).row(row.values),
-            freshness=self._freshness(row, meta.partition, lookup.position),
+        return self._row(table, stored.image), self._answers.freshness(
+            lsn=stored.lsn or 0,
+            commit_time_ms=stored.commit_ts_ms or 0,
+            partition=partition,
+            offset=stored.offset,
+            applied_offset=applied_offset,
+            lag_records=position.lag,
         )
+
+    def _row(self, table: str, image: bytes) -> bytes:
+        """A stored image as a serialized ``Row`` under the table's current definition."""
+        try:
+            return self._writer(table).row(image)
+        except UnknownColumnsError:
+            # The table changed shape since its definition was read: read it again. A column
+            # still unknown then was dropped after the row was written, and Postgres no longer
+            # shows it either.
+            self._catalog.refresh(table)
+            return self._writer(table).row(image, ignore_unknown=True)
+
+    def _writer(self, table: str) -> RowWriter:
+        schema = self._catalog.schema(table)
+        writer = self._writers.get(table)
+        # The catalog holds one object per definition it read: comparing identity spares
+        # hashing the definition on every answer.
+        if writer is None or writer.schema is not schema:
+            writer = RowWriter(schema)
+            self._writers[table] = writer
+        return writer
 
     def _freshness(
         self, row: Row | None, partition: int, position: PartitionPosition
@@ -602,8 +675,9 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _failed(code: grpc.StatusCode, message: str) -> pb.LookupResult:
-    return pb.LookupResult(status=code.name, message=message)
+def _failed(code: grpc.StatusCode, message: str) -> bytes:
+    serialized: bytes = pb.LookupResult(status=code.name, message=message).SerializeToString()
+    return serialized
 
 
 class _status_of:  # noqa: N801 - used as a context manager, like contextlib's

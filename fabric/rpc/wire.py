@@ -1,0 +1,364 @@
+"""Row answers written straight into protobuf's wire format from stored Debezium images.
+
+Every lookup answer carries a row, and building it as messages — Debezium JSON → psycopg values
+→ ``Value`` messages → bytes — costs ~15 µs a row in Python, more than the rest of a lookup. A
+:class:`RowWriter` instead turns each JSON value into the bytes of its ``Value`` in one step, and
+the answer messages around the row are framed here too; the gRPC handlers send those bytes as
+they are (:mod:`fabric.serve.handlers`). What a client parses is exactly the message the
+encoders of :mod:`fabric.rpc.values` would have built, with one deliberate difference: ``json``,
+``jsonb`` and ``numeric`` values are Postgres's own text, as Debezium captured it, rather than
+that text parsed and printed again (both decode to the same values). tests/unit/test_wire.py
+holds every column type to that.
+
+Wire format (protobuf encoding): a field is a varint tag ``number << 3 | wire type`` followed by
+a varint (type 0), eight little-endian bytes (type 1) or a varint length and the bytes (type 2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fabric.core.types import (
+    Column,
+    TableSchema,
+    UnavailableValueError,
+    UnknownColumnsError,
+    column_decoder,
+    placeholders,
+)
+from fabric.errors import MalformedEventError
+from fabric.rpc.v1 import fabric_pb2 as pb
+from fabric.rpc.values import value_encoder
+
+ValueWriter = Callable[[Any], bytes]  # a Debezium JSON value (not None) → a serialized Value
+
+_NULL = b"\x08\x00"  # Value.null = NULL_VALUE: written, as a oneof member is even when zero
+_DOUBLE = struct.Struct("<d")
+_SMALL = [bytes((n,)) for n in range(128)]
+_FRESHNESS = pb.Freshness
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint; negative numbers as their 64-bit two's complement."""
+    if 0 <= n < 128:
+        return _SMALL[n]
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Lengths of values and fields are mostly short: their varints are looked up, not computed.
+_VARINTS_KNOWN = 1 << 14
+_VARINTS = [varint(n) for n in range(_VARINTS_KNOWN)]
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return varint(number << 3 | wire_type)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    return _tag(number, 2) + varint(len(payload)) + payload
+
+
+# -- the answers around a row ------------------------------------------------------------------
+
+
+class AnswerWriter:
+    """Writes the ``Freshness`` of one instance's answers."""
+
+    def __init__(self, served_by: str) -> None:
+        self._served_by = served_by
+
+    def freshness(
+        self,
+        *,
+        lsn: int,
+        commit_time_ms: int,
+        partition: int,
+        offset: int,
+        applied_offset: int,
+        lag_records: int,
+    ) -> bytes:
+        # Six integers: protobuf's own encoder writes them faster than Python varints.
+        serialized: bytes = _FRESHNESS(
+            lsn=lsn,
+            commit_time_ms=commit_time_ms,
+            partition=partition,
+            offset=offset,
+            applied_offset=applied_offset,
+            lag_records=lag_records,
+            served_by=self._served_by,
+        ).SerializeToString()
+        return serialized
+
+
+def get_response(row: bytes | None, freshness: bytes) -> bytes:
+    """A serialized ``GetResponse``: ``row`` None means not found."""
+    found = b"" if row is None else b"\x08\x01" + length_delimited(2, row)
+    return found + length_delimited(3, freshness)
+
+
+_OK = length_delimited(1, b"OK")
+
+
+def lookup_result(row: bytes | None, freshness: bytes) -> bytes:
+    """A serialized ``LookupResult`` with status OK: ``row`` None means not found."""
+    found = b"" if row is None else b"\x18\x01" + length_delimited(4, row)
+    return _OK + found + length_delimited(5, freshness)
+
+
+def batch_get_response(results: Sequence[bytes]) -> bytes:
+    """A serialized ``BatchGetResponse`` of serialized ``LookupResult`` s, in order."""
+    return b"".join([b"\x0a" + varint(len(r)) + r for r in results])
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+
+class RowWriter:
+    """Writes stored images of one table definition as serialized ``Row`` s; built once per
+    definition. Decoding rules are those of :func:`fabric.core.types.decode_row`: a column the
+    image lacks reads as its ``missing`` value (NULL unless added with a constant default), a
+    column the definition lacks raises :class:`UnknownColumnsError` unless ``ignore_unknown``, a
+    TOAST placeholder raises :class:`UnavailableValueError`, a misfit value
+    :class:`MalformedEventError` naming the column."""
+
+    def __init__(self, table: TableSchema) -> None:
+        self.schema = table
+        self._columns = tuple(
+            (
+                c.name,
+                b"\x0a" + varint(len(c.name.encode())) + c.name.encode() + b"\x12",
+                _value_writer(table.qualified, c),
+                placeholders(c.type),
+                _missing(c),
+            )
+            for c in table.columns
+        )
+
+    def row(self, image: bytes | Mapping[str, Any], *, ignore_unknown: bool = False) -> bytes:
+        document = orjson.loads(image) if isinstance(image, bytes) else image
+        if not ignore_unknown:
+            unknown = self.schema.unknown_columns(document)
+            if unknown:
+                raise UnknownColumnsError(self.schema.qualified, unknown)
+        parts: list[bytes] = []
+        extend = parts.extend
+        unavailable = []
+        get = document.get
+        for name, prefix, write, toasted, missing in self._columns:
+            value = get(name)
+            if value is None:
+                encoded = missing if name not in document else _NULL
+            elif value in toasted:
+                unavailable.append(name)
+                continue
+            else:
+                encoded = write(value)
+            size = len(encoded)
+            size_bytes = _VARINTS[size] if size < _VARINTS_KNOWN else varint(size)
+            field_size = len(prefix) + len(size_bytes) + size
+            extend(
+                (
+                    b"\x0a",
+                    _VARINTS[field_size] if field_size < _VARINTS_KNOWN else varint(field_size),
+                    prefix,
+                    size_bytes,
+                    encoded,
+                )
+            )
+        if unavailable:
+            raise UnavailableValueError(self.schema.qualified, tuple(unavailable))
+        return b"".join(parts)
+
+
+def _missing(column: Column) -> bytes:
+    if column.missing is None:
+        return _NULL
+    serialized: bytes = value_encoder(column.type)(column.missing).SerializeToString()
+    return serialized
+
+
+def _value_writer(table: str, column: Column) -> ValueWriter:
+    column_type = column.type
+    decode = column_decoder(table, column)
+
+    def misfit(value: Any, why: str) -> MalformedEventError:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        return MalformedEventError(f"{table}.{column.name} ({column_type.pg_type}): {shown} {why}")
+
+    if column_type.is_array or column_type.base not in _DIRECT:
+        # Arrays, intervals and the rarer kinds: through psycopg values and the message encoder.
+        encode = value_encoder(column_type)
+        return lambda value: encode(decode(value)).SerializeToString()
+    if column_type.is_enum:
+        return _direct_text(decode)
+    return _DIRECT[column_type.base](decode, misfit)
+
+
+Misfit = Callable[[Any, str], MalformedEventError]
+Decode = Callable[[Any], Any]
+
+
+def _direct_int(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        # The range check of the column's type is the decoder's; it passes an int through.
+        return b"\x18" + varint(decode(value))
+
+    return write
+
+
+def _direct_text(decode: Decode, misfit: Misfit | None = None) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        if type(value) is not str:
+            decode(value)  # raises, naming the column
+        encoded: bytes = value.encode()
+        return b"\x32" + varint(len(encoded)) + encoded
+
+    return write
+
+
+def _direct_bool(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        return b"\x10\x01" if decode(value) else b"\x10\x00"
+
+    return write
+
+
+_NUMERIC = re.compile(r"-?\d+(\.\d+)?")
+_NUMERIC_SPECIAL = {
+    "NAN": b"NaN",
+    "POSITIVE_INFINITY": b"Infinity",
+    "NEGATIVE_INFINITY": b"-Infinity",
+}
+
+
+def _direct_decimal(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        # Debezium's plain decimal text is the number with its scale, as Postgres prints it.
+        if type(value) is str and _NUMERIC.fullmatch(value):
+            encoded = value.encode()
+        else:
+            encoded = _NUMERIC_SPECIAL.get(value) or str(decode(value)).encode()
+        return b"\x22" + varint(len(encoded)) + encoded
+
+    return write
+
+
+def _direct_double(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        return b"\x29" + _DOUBLE.pack(decode(value))
+
+    return write
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _direct_date(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        decode(value)  # a day count Python's dates hold, as psycopg would load it
+        return b"\x48" + varint(value)
+
+    return write
+
+
+def _direct_micros(tag: bytes) -> Callable[[Decode, Misfit], ValueWriter]:
+    def build(decode: Decode, misfit: Misfit) -> ValueWriter:
+        def write(value: Any) -> bytes:
+            decode(value)  # range checks: a time of day, a timestamp Python can hold
+            return tag + varint(value)
+
+        return write
+
+    return build
+
+
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_from_iso = datetime.fromisoformat
+
+
+def _direct_timestamptz(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        try:
+            instant = _from_iso(value) if type(value) is str else None
+        except ValueError:
+            instant = None
+        if instant is None or instant.tzinfo is None:
+            instant = decode(value)  # raises, naming the column
+        return b"\x60" + varint((instant - _EPOCH_UTC) // _MICRO)
+
+    return write
+
+
+def _direct_json(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        if type(value) is not str:
+            decode(value)  # raises, naming the column
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            # orjson refuses what Postgres's JSON allows beyond 64-bit integers: let the
+            # column's own decoder judge it.
+            decode(value)
+        encoded: bytes = value.encode()
+        return b"\x72" + varint(len(encoded)) + encoded
+
+    return write
+
+
+def _direct_bytes(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        if type(value) is not str:
+            decode(value)
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise misfit(value, "is not base64") from None
+        return b"\x3a" + varint(len(raw)) + raw
+
+    return write
+
+
+def _direct_uuid(decode: Decode, misfit: Misfit) -> ValueWriter:
+    def write(value: Any) -> bytes:
+        encoded = str(decode(value)).encode()
+        return b"\x42" + varint(len(encoded)) + encoded
+
+    return write
+
+
+_DIRECT: dict[str, Callable[[Decode, Misfit], ValueWriter]] = {
+    "int2": _direct_int,
+    "int4": _direct_int,
+    "int8": _direct_int,
+    "numeric": _direct_decimal,
+    "float4": _direct_double,
+    "float8": _direct_double,
+    "text": _direct_text,
+    "varchar": _direct_text,
+    "bpchar": _direct_text,
+    "bool": _direct_bool,
+    "uuid": _direct_uuid,
+    "date": _direct_date,
+    "time": _direct_micros(b"\x50"),
+    "timestamp": _direct_micros(b"\x58"),
+    "timestamptz": _direct_timestamptz,
+    "json": _direct_json,
+    "jsonb": _direct_json,
+    "bytea": _direct_bytes,
+}
