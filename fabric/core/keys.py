@@ -53,6 +53,27 @@ class KeyCodec:
             (name, column_decoder(table.qualified, by_name[name]), _encoder(by_name[name]))
             for name in table.primary_key
         )
+        # A one-column integer key, the commonest kind: its record key is fixed text around the
+        # number, written by encode_integer without the general encoder.
+        self._integer: tuple[bytes, int, int] | None = None
+        only = by_name[table.primary_key[0]].type
+        bounds = _INTEGER_BOUNDS.get(only.base)
+        if len(self._parts) == 1 and bounds is not None and not only.is_array:
+            self._integer = (encode_key([(self.columns[0], 0)])[:-2], *bounds)
+
+    @property
+    def integer_key(self) -> bool:
+        """True when the key is one integer column: :meth:`encode_integer` applies."""
+        return self._integer is not None
+
+    def encode_integer(self, value: int) -> bytes:
+        """``encode([value])`` for a one-column integer key, the lookup hot path."""
+        assert self._integer is not None, "not a one-column integer key"
+        head, low, high = self._integer
+        if not low <= value <= high:
+            name = self.columns[0]
+            raise InvalidKeyError(f"{self.table}.{name}: {value} is outside [{low}, {high}]", name)
+        return head + str(value).encode() + b"}"
 
     def encode(self, values: Mapping[str, Any] | Sequence[Any]) -> bytes:
         """The record key of the row whose primary key has these psycopg values.
@@ -284,10 +305,14 @@ def _bytea(value: Any) -> KeyValue:
     return bytes(value)
 
 
+_INTEGER_BOUNDS: dict[str, tuple[int, int]] = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
+
 _ENCODERS: dict[str, Encoder] = {
-    "int2": _integer(-(2**15), 2**15 - 1),
-    "int4": _integer(-(2**31), 2**31 - 1),
-    "int8": _integer(-(2**63), 2**63 - 1),
+    **{base: _integer(*bounds) for base, bounds in _INTEGER_BOUNDS.items()},
     "numeric": _numeric,
     "float8": _float,
     "text": _text,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from fabric.catalog import Catalog
+from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.core.types import TableSchema, UnknownColumnsError, decode_row
 from fabric.errors import FabricError, UnknownTableError
@@ -77,17 +78,28 @@ class LocalTables:
         """The partition and record key of ``key``; raises :class:`InvalidKeyError` naming the
         column when the key does not fit the table, :class:`UnknownTableError` for a table the
         fabric does not hold."""
-        codec = self._catalog.codec(table)
+        return self.route(table, self._codec(table).encode(key))
+
+    def route(self, table: str, record_key: bytes) -> KeyQueryMetadata:
+        """Where the record key ``record_key`` of ``table`` lives (its :class:`KeyCodec`
+        wrote it); raises :class:`UnknownTableError` as :meth:`key_metadata` does."""
         topic = self._materializer.topic_of(table)
         partitions = self._materializer.partition_count(topic)
-        if codec is None or partitions is None:
+        if partitions is None:
+            self._codec(table)  # names what is missing
+            raise UnknownTableError(f"table {table} has no topic {topic}")
+        return KeyQueryMetadata(table, topic, partition_for(record_key, partitions), record_key)
+
+    def _codec(self, table: str) -> KeyCodec:
+        codec = self._catalog.codec(table)
+        topic = self._materializer.topic_of(table)
+        if codec is None or self._materializer.partition_count(topic) is None:
             self._catalog.schema(table)  # raises UnknownTableError when Postgres has no such table
             raise UnknownTableError(
                 f"table {table} is not materialized by this instance (no topic {topic} assigned"
                 " yet, or the table has no primary key)"
             )
-        record_key = codec.encode(key)
-        return KeyQueryMetadata(table, topic, partition_for(record_key, partitions), record_key)
+        return codec
 
     def get(self, table: str, key: KeyValues) -> Row | None:
         """The row with primary key ``key``, or None when there is none."""

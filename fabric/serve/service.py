@@ -556,6 +556,10 @@ class FabricService(pb_grpc.FabricServicer):
         if codec is None:
             self._catalog.schema(table)  # UnknownTableError when Postgres has no such table
             raise InvalidKeyError(f"table {table} has no primary key to look rows up by")
+        if codec.integer_key and len(key.fields) == 1:
+            field = key.fields[0]
+            if field.value.WhichOneof("kind") == "int" and field.name in ("", codec.columns[0]):
+                return self._tables.route(table, codec.encode_integer(field.value.int))
         values = decode_key(key, codec.columns, table)
         return self._tables.key_metadata(table, values)
 

@@ -433,3 +433,37 @@ def test_table_without_primary_key_is_refused_at_construction() -> None:
 def test_invalid_key_error_is_a_fabric_error_not_a_malformed_event() -> None:
     error = _invalid(_codec(INT4), ["1"])
     assert not isinstance(error, MalformedEventError)
+
+
+@pytest.mark.parametrize(
+    ("base", "values"),
+    [
+        ("int2", [0, 7, -1, 2**15 - 1, -(2**15)]),
+        ("int4", [123456, 2**31 - 1, -(2**31)]),
+        ("int8", [1, 2**63 - 1, -(2**63), 10**12]),
+    ],
+)
+def test_one_integer_column_keys_take_the_short_way_to_the_same_bytes(
+    base: str, values: list[int]
+) -> None:
+    table = TableSchema("shop", "t", (Column('the "id"', ColumnType(base, base)),), ('the "id"',))
+    codec = KeyCodec(table)
+    assert codec.integer_key
+    for value in values:
+        assert codec.encode_integer(value) == codec.encode([value])
+    for outside in (max(values) + 1, min(values) - 1):
+        with pytest.raises(InvalidKeyError) as general:
+            codec.encode([outside])
+        with pytest.raises(InvalidKeyError) as short:
+            codec.encode_integer(outside)
+        assert str(short.value) == str(general.value)
+        assert short.value.column == general.value.column
+
+
+def test_other_keys_have_no_short_way() -> None:
+    composite = TableSchema(
+        "shop", "t", (Column("a", ColumnType("int8", "int8")), Column("b", TEXT)), ("a", "b")
+    )
+    assert not KeyCodec(composite).integer_key
+    text = TableSchema("shop", "t", (Column("a", TEXT),), ("a",))
+    assert not KeyCodec(text).integer_key
