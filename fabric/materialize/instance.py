@@ -217,6 +217,17 @@ class Materializer:
             part = self._assigned.get((topic, partition))
         return part.applier.store if part is not None else None
 
+    def serving(
+        self, topic: str, partition: int
+    ) -> tuple[PartitionStore, PartitionPosition] | None:
+        """The store and position of an assigned partition that is ACTIVE, else None: what a
+        lookup reads, taken under one lock."""
+        with self._lock:
+            part = self._assigned.get((topic, partition))
+            if part is None or part.state is not PartitionState.ACTIVE:
+                return None
+            return part.applier.store, PartitionPosition(part.state, part.position, part.end_offset)
+
     def partition_position(self, topic: str, partition: int) -> PartitionPosition | None:
         """State, next offset to apply and end offset of an assigned partition, else None."""
         with self._lock:

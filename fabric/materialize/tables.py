@@ -151,12 +151,11 @@ class LocalTables:
         return self._local(meta)[0]
 
     def _local(self, meta: KeyQueryMetadata) -> tuple[PartitionStore, PartitionPosition]:
-        position = self._materializer.partition_position(meta.topic, meta.partition)
-        store = self._materializer.store(meta.topic, meta.partition)
-        if position is None or position.state is not PartitionState.ACTIVE or store is None:
-            state = position.state if position is not None else None
-            raise NotLocalError(meta.table, meta.partition, state)
-        return store, position
+        served = self._materializer.serving(meta.topic, meta.partition)
+        if served is None:
+            position = self._materializer.partition_position(meta.topic, meta.partition)
+            raise NotLocalError(meta.table, meta.partition, position.state if position else None)
+        return served
 
     def row_of(self, table: str, partition: int, stored: StoredRow) -> Row:
         """A stored row decoded with the table's current definition."""

@@ -35,7 +35,7 @@ from fabric.errors import (
 from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo, parse_client_id
 from fabric.materialize.partition import PartitionPosition, PartitionState
-from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError, Row
+from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import RowEncoder, decode_key
@@ -110,6 +110,16 @@ class FabricService(pb_grpc.FabricServicer):
         """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
         with _status_of(context):
             meta = self._metadata(_qualified(request.table), request.key)
+            # Most lookups reach the owner: answered here without the routing machinery.
+            served = self._materializer.serving(meta.topic, meta.partition)
+            if served is not None:
+                store, position = served
+                try:
+                    stored = store.get(meta.key)
+                except StoreError:
+                    pass  # closed as the partition moves away: the routed way below retries
+                else:
+                    return get_response(*self._answer(meta.table, meta.partition, stored, position))
             return self._get_one(
                 meta, request, _deadline(context), forwarded=_is_forwarded(context)
             )
@@ -335,14 +345,12 @@ class FabricService(pb_grpc.FabricServicer):
         local = self._materializer.partition_position(topic, partition)
         store = self._materializer.store(topic, partition)
         if local is not None and local.state is PartitionState.ACTIVE and store is not None:
-            encoder = self._encoder(table)
             for key, stored in store.scan(start=after_key):
                 if after_key is not None and key == after_key:
                     continue
-                row = self._tables.row_of(table, partition, stored)
                 yield pb.ScanResponse(
-                    row=encoder.row(row.values),
-                    freshness=self._freshness(row, partition, local),
+                    row=pb.Row.FromString(self._row(table, stored.image)),
+                    freshness=self._freshness(stored, partition, local),
                     resume_token=scan_token(partition, key),
                 )
             return
@@ -608,7 +616,7 @@ class FabricService(pb_grpc.FabricServicer):
         return writer
 
     def _freshness(
-        self, row: Row | None, partition: int, position: PartitionPosition
+        self, row: StoredRow | None, partition: int, position: PartitionPosition
     ) -> pb.Freshness:
         return pb.Freshness(
             lsn=(row.lsn or 0) if row else 0,
