@@ -41,7 +41,10 @@ def _serve(args: argparse.Namespace, cfg: FabricConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     print(f"fabric instance {server.me.instance_id} serving on {server.endpoint}", flush=True)
-    stop.wait()
+    # A bounded wait: a signal the kernel delivers to another thread runs its Python handler
+    # only when the main thread wakes, and an unbounded wait may never wake.
+    while not stop.wait(0.5):
+        pass
     server.stop()
     return 0
 

@@ -9,13 +9,14 @@ this instance, whenever an owner answers "not mine", and every few seconds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from fabric.materialize.membership import HostInfo, parse_client_id
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # How long a partition's previous owner is remembered: long enough for a new owner to restore.
 _PREVIOUS_KEPT_S = 600.0
+_DESCRIBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class GroupTopology:
     """The partition → owner map of one consumer group, refreshed on demand (rate-limited)."""
 
     def __init__(self, bootstrap: str, group: str, min_interval_s: float = 0.5) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": log})  # type: ignore[dict-item]
+        self._bootstrap = bootstrap
+        self._admin = self._connect()
         self._group = group
         self._min_interval_s = min_interval_s
         self._lock = threading.Lock()
@@ -67,11 +70,15 @@ class GroupTopology:
             if age < max(max_age_s, self._min_interval_s):
                 return self._snapshot
             try:
-                description = self._admin.describe_consumer_groups([self._group])[
-                    self._group
-                ].result(timeout=5)
-            except KafkaException as exc:
-                log.warning("cannot describe the group group=%s error=%s", self._group, exc)
+                description = self._admin.describe_consumer_groups(
+                    [self._group], request_timeout=_DESCRIBE_TIMEOUT_S
+                )[self._group].result(timeout=_DESCRIBE_TIMEOUT_S + 1)
+            except (KafkaException, concurrent.futures.TimeoutError) as exc:
+                log.warning("cannot describe the group group=%s error=%r", self._group, exc)
+                if _timed_out(exc):
+                    # After a broker restart an admin client's requests can time out for good
+                    # (seen with librdkafka 2.16): a new client reconnects.
+                    self._admin = self._connect()
                 return self._snapshot
             owners: dict[tuple[str, int], HostInfo] = {}
             instances = []
@@ -103,6 +110,15 @@ class GroupTopology:
             )
             return self._snapshot
 
+    def _connect(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self._bootstrap, "logger": log})  # type: ignore[dict-item]
+
     def invalidate(self) -> None:
         """Forget the snapshot's age, so the next :meth:`refresh` reads the group again."""
         self._snapshot = replace(self._snapshot, read_at=0.0)
+
+
+def _timed_out(exc: Exception) -> bool:
+    if isinstance(exc, KafkaException):
+        return bool(exc.args) and exc.args[0].code() == KafkaError._TIMED_OUT
+    return True

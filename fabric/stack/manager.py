@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fabric.config import LOOPBACK, StackConfig
-from fabric.errors import ComponentStartError, PortInUseError
+from fabric.errors import ComponentStartError, PortInUseError, StackError
 from fabric.stack import jars, process
 from fabric.stack.component import Component
 from fabric.stack.connect import ConnectComponent
@@ -85,6 +85,18 @@ class LocalStack:
                 stopped.append(component.name)
         return stopped
 
+    def restart(self, name: str) -> StartReport:
+        """Stop one running component gracefully and start it again, until healthy; the others
+        keep running and reconnect by themselves."""
+        component = self._component(name)
+        if not _is_running(component):
+            raise StackError(
+                f"{name} is not running, so there is nothing to restart; start the stack with "
+                "`fabric stack up`"
+            )
+        process.stop(component.name, component.pid_file, component.stop_signal, STOP_TIMEOUT_S)
+        return _start(component)
+
     def status(self) -> list[ComponentStatus]:
         statuses = []
         for component in self._components(self._layout()):
@@ -108,6 +120,12 @@ class LocalStack:
 
     def component_names(self) -> list[str]:
         return [c.name for c in self._components(self._layout())]
+
+    def _component(self, name: str) -> Component:
+        components = {c.name: c for c in self._components(self._layout())}
+        if name not in components:
+            raise StackError(f"the stack has no component {name!r}; it has {', '.join(components)}")
+        return components[name]
 
     def _layout(self) -> jars.JarLayout:
         return jars.JarLayout(self.config.lib_dir)
