@@ -116,6 +116,9 @@ class MaterializerSettings:
     # host:port where other instances and clients reach this instance's gRPC service; carried in
     # the group membership (fabric.materialize.membership). None: the instance serves no queries.
     advertised_endpoint: str | None = None
+    # Connect's offsets topic (its worker's offset.storage.topic): the committed source offsets
+    # that bound what a lookup with a PositionBound waits for (docs/consistency.md).
+    source_offsets_topic: str = "cdc-fabric-connect-offsets"
 
     @property
     def table_topic_regex(self) -> str:
@@ -211,6 +214,9 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
         metrics_host=env.get("FABRIC_METRICS_HOST", "127.0.0.1"),
         metrics_port=_port(env, "FABRIC_METRICS_PORT", 0) if "FABRIC_METRICS_PORT" in env else None,
         advertised_endpoint=env.get("FABRIC_ADVERTISED_ENDPOINT") or None,
+        source_offsets_topic=env.get(
+            "FABRIC_CONNECT_OFFSETS_TOPIC", MaterializerSettings.source_offsets_topic
+        ),
     )
 
 

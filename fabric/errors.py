@@ -60,6 +60,11 @@ class KafkaUnavailableError(FabricError):
     """The Kafka bootstrap address does not answer."""
 
 
+class ConsumerFailedError(KafkaUnavailableError):
+    """librdkafka declared a consumer dead for good (e.g. a static member fenced after a broker
+    restart): only a new consumer can rejoin the group."""
+
+
 class SourceDatabaseError(FabricError):
     """The source Postgres refused a connection or an operation the fabric needs."""
 
@@ -99,6 +104,29 @@ class InvalidKeyError(FabricError):
 
 class UnknownTableError(FabricError):
     """A table the fabric does not materialize (not captured, or not in the catalog)."""
+
+
+class InvalidBoundError(InvalidKeyError):
+    """A lookup's bound is malformed: ``min_lsn`` not a WAL position, ``max_staleness`` not a
+    positive duration."""
+
+
+class InvalidLsnError(InvalidBoundError):
+    """A consistency token that is not a WAL position: give the integer or Postgres's
+    ``16/B374D848`` text that ``fabric.client.consistency_token`` returns."""
+
+
+class NotUpToBoundError(FabricError):
+    """A lookup's partition did not reach its :class:`PositionBound` within the deadline; the
+    message says how far behind it is. Retry with a longer deadline or a looser bound."""
+
+
+class PositionNotReachedError(NotUpToBoundError):
+    """The partition had not applied up to the lookup's ``min_lsn`` by its deadline."""
+
+
+class TooStaleError(NotUpToBoundError):
+    """The partition did not reflect the database recently enough for ``max_staleness``."""
 
 
 class FabricClientError(FabricError):

@@ -6,7 +6,7 @@ import logging
 
 from confluent_kafka import KafkaError
 
-from fabric.errors import KafkaUnavailableError
+from fabric.errors import ConsumerFailedError
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,8 @@ def check_consumer_error(error: KafkaError) -> None:
     """
     if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
         return
-    if error.fatal():
-        raise KafkaUnavailableError(f"Kafka consumer failed: {error.str()}")
+    # A fatal error reaches the application as a message error with code _FATAL, and that
+    # error's own fatal() flag is not always set.
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise ConsumerFailedError(f"Kafka consumer failed: {error.str()}")
     log.warning("kafka error=%s", error.str())

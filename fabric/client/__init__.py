@@ -15,13 +15,16 @@ attempts on UNAVAILABLE, with a short backoff). gRPC errors are translated once,
 :class:`UnknownTableError`, INVALID_ARGUMENT :class:`InvalidKeyError`, UNAVAILABLE after the
 retries :class:`FabricUnavailableError`, DEADLINE_EXCEEDED :class:`FabricTimeoutError`, anything
 else :class:`FabricClientError`; each carries the service's message. A missing key is ``None``,
-never an error.
+never an error. A lookup bounded by ``min_lsn`` (a :func:`consistency_token`) or
+``max_staleness`` and not answered in time raises :class:`FabricTimeoutError` or
+:class:`TooStaleError` (FAILED_PRECONDITION) saying how far behind the partition is.
 
 Scans and watches are streams: when one breaks, the client continues it on another instance from
 the last resume token, so the caller sees every row (change) once.
 """
 
 from fabric.client.client import MAX_BATCH, FabricClient
+from fabric.client.consistency import consistency_token, format_lsn, parse_lsn
 from fabric.client.messages import Change, ChangeKind, FabricRow, Freshness, KeyInput
 from fabric.client.topology import InstanceInfo, KeyColumn, PartitionInfo, TableInfo, Topology
 from fabric.client.transport import ClientStats
@@ -40,4 +43,7 @@ __all__ = [
     "PartitionInfo",
     "TableInfo",
     "Topology",
+    "consistency_token",
+    "format_lsn",
+    "parse_lsn",
 ]

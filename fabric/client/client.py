@@ -8,10 +8,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import psycopg
 
+from fabric.client.consistency import position_bound
 from fabric.client.fallback import run_on_postgres, wants_dicts
 from fabric.client.grpc_errors import status_error
 from fabric.client.messages import (
@@ -78,18 +80,43 @@ class FabricClient:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def get(self, table: str, key: KeyInput) -> dict[str, Any] | None:
+    def get(
+        self,
+        table: str,
+        key: KeyInput,
+        *,
+        min_lsn: int | str | None = None,
+        max_staleness: float | timedelta | None = None,
+    ) -> dict[str, Any] | None:
         """The row whose primary key is ``key`` (a mapping of the key columns, their values in
-        key order, or the value of a one-column key), or ``None``."""
-        row = self.get_row(table, key)
+        key order, or the value of a one-column key), or ``None``.
+
+        ``min_lsn`` (a :func:`~fabric.client.consistency_token`): answer only once the key's
+        partition has applied every transaction committed before it. ``max_staleness``
+        (seconds, or a timedelta): only from a partition reflecting the database as of at most
+        that long ago. Not met within ``timeout_s``: :class:`FabricTimeoutError`
+        (``min_lsn``) or :class:`TooStaleError`, saying how far behind the partition is
+        (docs/consistency.md)."""
+        row = self.get_row(table, key, min_lsn=min_lsn, max_staleness=max_staleness)
         return row.values if row is not None else None
 
-    def get_row(self, table: str, key: KeyInput) -> FabricRow | None:
+    def get_row(
+        self,
+        table: str,
+        key: KeyInput,
+        *,
+        min_lsn: int | str | None = None,
+        max_staleness: float | timedelta | None = None,
+    ) -> FabricRow | None:
         """Like :meth:`get`, with the answer's :class:`Freshness`."""
         info = self._topology.table(table)
         values = key_tuple(info, key)
         target = self._owner(info, values)
-        request = pb.GetRequest(table=info.table, key=key_message(info, values))
+        request = pb.GetRequest(
+            table=info.table,
+            key=key_message(info, values),
+            bound=position_bound(min_lsn, max_staleness),
+        )
         response, endpoint = self._transport.unary(
             target.endpoint if target else None,
             lambda stub, timeout: stub.Get(request, timeout=timeout),
@@ -98,13 +125,29 @@ class FabricClient:
         self._transport.observe(endpoint, [(target, response.freshness.served_by)])
         return decode_fabric_row(response.row, response.freshness) if response.found else None
 
-    def get_many(self, table: str, keys: Sequence[KeyInput]) -> list[dict[str, Any] | None]:
+    def get_many(
+        self,
+        table: str,
+        keys: Sequence[KeyInput],
+        *,
+        min_lsn: int | str | None = None,
+        max_staleness: float | timedelta | None = None,
+    ) -> list[dict[str, Any] | None]:
         """The rows of ``keys``, in their order (``None`` where no such key); one BatchGet per
         owner and at most :data:`MAX_BATCH` keys. A key a lookup fails for raises an error
-        naming it."""
-        return [r.values if r is not None else None for r in self.get_many_rows(table, keys)]
+        naming it. ``min_lsn`` and ``max_staleness`` bound every lookup, as in :meth:`get`."""
+        rows = self.get_many_rows(table, keys, min_lsn=min_lsn, max_staleness=max_staleness)
+        return [r.values if r is not None else None for r in rows]
 
-    def get_many_rows(self, table: str, keys: Sequence[KeyInput]) -> list[FabricRow | None]:
+    def get_many_rows(
+        self,
+        table: str,
+        keys: Sequence[KeyInput],
+        *,
+        min_lsn: int | str | None = None,
+        max_staleness: float | timedelta | None = None,
+    ) -> list[FabricRow | None]:
+        bound = position_bound(min_lsn, max_staleness)
         info = self._topology.table(table)
         values = [key_tuple(info, key) for key in keys]
         results: list[FabricRow | None] = [None] * len(values)
@@ -122,7 +165,7 @@ class FabricClient:
             retry: list[int] = []
             batches = [
                 functools.partial(
-                    self._batch, info, endpoint, items[start : start + MAX_BATCH], values
+                    self._batch, info, endpoint, items[start : start + MAX_BATCH], values, bound
                 )
                 for endpoint, items in groups.items()
                 for start in range(0, len(items), MAX_BATCH)
@@ -162,12 +205,14 @@ class FabricClient:
         endpoint: str | None,
         items: list[tuple[int, PartitionInfo | None]],
         keys: list[tuple[Any, ...]],
+        bound: pb.PositionBound | None,
     ) -> tuple[dict[int, FabricRow | None], list[int], str]:
         """One BatchGet: the answered lookups by index, the lookups to try again (their
         partition was moving) and the service's message for those."""
         request = pb.BatchGetRequest(
             lookups=[
-                pb.GetRequest(table=info.table, key=key_message(info, keys[i])) for i, _ in items
+                pb.GetRequest(table=info.table, key=key_message(info, keys[i]), bound=bound)
+                for i, _ in items
             ]
         )
         response, called = self._transport.unary(
@@ -261,6 +306,8 @@ class FabricClient:
         *,
         row_factory: Any = None,
         fallback: psycopg.Connection[Any] | None = None,
+        min_lsn: int | str | None = None,
+        max_staleness: float | timedelta | None = None,
     ) -> list[Any]:
         """Run a primary-key ``SELECT`` (:mod:`fabric.query` lists the shapes) on the fabric and
         return what a psycopg cursor's ``fetchall()`` would: tuples, or dicts with
@@ -268,7 +315,8 @@ class FabricClient:
 
         Another statement, or a table the fabric does not hold, raises
         :class:`UnsupportedQueryError` (:class:`UnknownTableError`), unless ``fallback`` is a
-        psycopg connection: then it runs there.
+        psycopg connection: then it runs there. ``min_lsn`` and ``max_staleness`` bound the
+        lookups as in :meth:`get`.
         """
         try:
             as_dicts = wants_dicts(row_factory)
@@ -279,7 +327,11 @@ class FabricClient:
             if fallback is None:
                 raise
             return run_on_postgres(fallback, sql, params, row_factory)
-        rows = self.get_many(info.table, plan.keys) if plan.keys else []
+        rows: list[dict[str, Any] | None] = []
+        if plan.keys:
+            rows = self.get_many(
+                info.table, plan.keys, min_lsn=min_lsn, max_staleness=max_staleness
+            )
         seen = next((row for row in rows if row is not None), None)
         if seen is not None:
             self._columns[info.table] = tuple(seen)

@@ -1,6 +1,7 @@
 """gRPC errors, translated once, here, into :mod:`fabric.errors`: NOT_FOUND is
 :class:`UnknownTableError`, INVALID_ARGUMENT :class:`InvalidKeyError`, UNAVAILABLE
-:class:`FabricUnavailableError`, DEADLINE_EXCEEDED :class:`FabricTimeoutError`, anything else
+:class:`FabricUnavailableError`, DEADLINE_EXCEEDED :class:`FabricTimeoutError`,
+FAILED_PRECONDITION (a lookup's ``max_staleness`` not met) :class:`TooStaleError`, anything else
 :class:`FabricClientError`; each carries the service's message."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fabric.errors import (
     FabricTimeoutError,
     FabricUnavailableError,
     InvalidKeyError,
+    TooStaleError,
     UnknownTableError,
 )
 
@@ -21,6 +23,7 @@ _ERRORS: dict[str, type[FabricError]] = {
     "INVALID_ARGUMENT": InvalidKeyError,
     "UNAVAILABLE": FabricUnavailableError,
     "DEADLINE_EXCEEDED": FabricTimeoutError,
+    "FAILED_PRECONDITION": TooStaleError,
 }
 
 

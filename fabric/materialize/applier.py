@@ -11,19 +11,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import Message
 from orjson import dumps
 
+from fabric.core.admission import foreign_table, key_mismatch, tombstone_key_problem
 from fabric.core.apply import Remove, Upsert, merge_unavailable, plan
 from fabric.core.events import ChangeEvent, decode
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.errors import FabricError, MalformedEventError
 from fabric.state.row import StoredRow
-from fabric.state.store import PartitionStore
+from fabric.state.store import PartitionStore, StoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class PartitionApplier:
     dead_letters: DeadLetterSink
     codecs: CodecLookup
     counters: PartitionCounters = field(default_factory=PartitionCounters)
+    # The source LSN and commit time of the last streamed (not snapshot) change applied: every
+    # change of this partition that committed before it is applied (fabric.core.watermarks).
+    streamed_lsn: int = 0
+    streamed_commit_ts_ms: int | None = None
 
     def apply(self, messages: Sequence[Message]) -> int:
         """Apply ``messages`` (this partition's, in offset order); returns the last offset.
@@ -71,7 +77,7 @@ class PartitionApplier:
         put, delete = batch.put, batch.delete
         written: dict[bytes, StoredRow | None] = {}  # this batch's rows, for TOAST merges
         codec = self.codecs(self.table)
-        check_route = self._check_route
+        refused = self._refused
         truncated_before = self.store.truncate_watermark()
         counters = self.counters
         dead_before = counters.dead_letters
@@ -87,13 +93,13 @@ class PartitionApplier:
                 self._dead_letter(msg, exc.reason)
                 continue
             if event is None:
-                skipped += 1  # a tombstone: see fabric.core.apply
+                skipped += self._tombstone(msg, key)  # see fabric.core.apply
                 continue
             if type(event) is not ChangeEvent:
                 self._dead_letter(msg, "truncate marker on a table topic")
                 continue
-            if codec is not None:
-                check_route(codec, key, event)
+            if refused(msg, codec, key, event):
+                continue
             mutation = plan(event, truncated_before)
             if type(mutation) is Upsert:
                 image = mutation.image
@@ -115,10 +121,30 @@ class PartitionApplier:
         if counters.dead_letters != dead_before:
             # The store is about to commit past these records: they must be safe elsewhere first.
             self.dead_letters.flush()
+        return self._commit(batch, messages)
+
+    def _commit(self, batch: StoreBatch, messages: Sequence[Message]) -> int:
+        """Commit ``batch`` with the offset of its last record; note its last streamed change."""
         last = messages[-1].offset()
         assert last is not None
         self.store.commit(batch, last)
+        self._note_streamed(messages)
         return last
+
+    def _note_streamed(self, messages: Sequence[Message]) -> None:
+        """Remember the source position of the batch's last change, unless it is a snapshot
+        row: its place in the partition, applied or dead-lettered, is what counts."""
+        for msg in reversed(messages):
+            try:
+                event = decode(msg.value())
+            except MalformedEventError:
+                continue
+            if type(event) is ChangeEvent:
+                source = event.source
+                if not source.snapshot and source.lsn is not None:
+                    self.streamed_lsn = max(self.streamed_lsn, source.lsn)
+                    self.streamed_commit_ts_ms = source.commit_ts_ms
+                return
 
     def _merge(
         self,
@@ -143,23 +169,64 @@ class PartitionApplier:
             )
         return merged
 
-    def _check_route(self, codec: KeyCodec, key: bytes, event: ChangeEvent) -> None:
+    @cached_property
+    def _schema_and_table(self) -> tuple[str, str]:
+        schema, _, table = self.table.partition(".")
+        return schema, table
+
+    def _tombstone(self, msg: Message, key: bytes) -> int:
+        """1 for a tombstone skipped; 0 for one whose key Debezium never writes, dead-lettered."""
+        garbage = tombstone_key_problem(key)
+        if garbage is None:
+            return 1
+        self._dead_letter(msg, garbage)
+        return 0
+
+    def _refused(
+        self, msg: Message, codec: KeyCodec | None, key: bytes, event: ChangeEvent
+    ) -> bool:
+        """Dead-letter a well-formed event that is not a change of this topic's table."""
+        source, (schema, table) = event.source, self._schema_and_table
+        if source.table != table or source.schema != schema:
+            reason = foreign_table(source, schema, table)
+        else:
+            reason = self._check_route(codec, key, event)
+        if reason is None:
+            return False
+        self._dead_letter(msg, reason)
+        return True
+
+    def _check_route(self, codec: KeyCodec | None, key: bytes, event: ChangeEvent) -> str | None:
         """Rebuild the key from the row's key columns as a lookup would, and check that it is
-        this record's key and routes to this partition: the proof that lookups find this store."""
+        this record's key and routes to this partition: the proof that lookups find this store.
+
+        Returns why the record must be dead-lettered: its key columns are missing, null or not
+        of their type, or its key is not the row's. A key the codec cannot rebuild exactly (a
+        type lookups do not model) or a partition other than the key's is counted, not refused:
+        a topic whose partition count grew holds such records by right."""
         image = event.after if event.after is not None else event.before
         if image is None:
-            return
+            return None
+        if codec is None:  # the table's definition is unknown: only the raw key is checked
+            return key_mismatch(key, image)
         self.counters.routing_checked += 1
         try:
             rebuilt = codec.encode_image(image)
+        except MalformedEventError as exc:
+            return exc.reason
         except FabricError as exc:
             self._count_mismatch(key, f"key columns do not make a key: {exc}")
-            return
+            return None
+        if rebuilt != key:
+            wrong = key_mismatch(key, image)
+            if wrong is not None:
+                return wrong
+            self._count_mismatch(key, f"rebuilt key {rebuilt!r} differs from the record key")
+            return None
         expected = partition_for(rebuilt, self.num_partitions)
         if expected != self.partition:
             self._count_mismatch(key, f"rebuilt key {rebuilt!r} routes to partition {expected}")
-        elif rebuilt != key:
-            self._count_mismatch(key, f"rebuilt key {rebuilt!r} differs from the record key")
+        return None
 
     def _count_mismatch(self, key: bytes, why: str) -> None:
         self.counters.routing_mismatches += 1

@@ -38,7 +38,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from fabric.config import MaterializerSettings
-from fabric.errors import StoreLockedError
+from fabric.errors import ConsumerFailedError, StoreLockedError
 from fabric.kafka_errors import check_consumer_error
 from fabric.materialize.applier import CodecLookup, PartitionApplier
 from fabric.materialize.deadletters import DeadLetters
@@ -84,6 +84,8 @@ class Materializer:
         self._store_options = store_options or StoreOptions()
         self._assigned: dict[TopicPartitionKey, AssignedPartition] = {}
         self._lock = threading.Lock()  # guards _assigned for readers on other threads
+        # Notified after every applied batch, for lookups waiting on a PositionBound.
+        self.progress = threading.Condition()
         self._partition_counts: dict[str, int] = {}
         self._rebalance_listeners: list[Callable[[], None]] = []
         # Metadata lookups from reader threads, apart from the consumer the loop owns.
@@ -117,12 +119,7 @@ class Materializer:
         with :meth:`let_go`. Without it, the stores close at once.
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._consumer.subscribe(
-            [self.settings.table_topic_regex],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe()
         log.info(
             "materializer started group=%s instance=%s topics=%s state=%s",
             self.settings.group,
@@ -132,11 +129,40 @@ class Materializer:
         )
         try:
             while not stop.is_set():
-                self._loop_once()
+                try:
+                    self._loop_once()
+                except ConsumerFailedError as exc:
+                    self._rejoin(exc)
             if release is not None:
                 self._hand_over(release)
         finally:
             self.close()
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self.settings.table_topic_regex],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _rejoin(self, failure: ConsumerFailedError) -> None:
+        """Replace a consumer librdkafka gave up on. Its partitions are lost (the stores are
+        consistent with their offsets, and close); a new consumer joins under the same static
+        id, and the group gives them back, or to others."""
+        log.error(
+            "consumer failed, rejoining the group instance=%s error=%s",
+            self.settings.instance_id,
+            failure,
+        )
+        with self._lock:
+            held = [TopicPartition(topic, partition) for topic, partition in self._assigned]
+        self._close(held, "lost")
+        self._notify_rebalance()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.close()
+        self._consumer = Consumer(self._consumer_settings())
+        self._subscribe()
 
     def let_go(self, topic: str, partition: int) -> None:
         """During a handover: stop applying and serving a partition (its new owner is ACTIVE)."""
@@ -236,6 +262,19 @@ class Materializer:
                 return None
             return PartitionPosition(part.state, part.position, part.end_offset)
 
+    def streamed(
+        self, topic: str, partition: int
+    ) -> tuple[PartitionPosition, int, int | None] | None:
+        """An assigned partition's position with the source LSN and commit time of the last
+        streamed change it applied (0 and None before any), else None."""
+        with self._lock:
+            part = self._assigned.get((topic, partition))
+            if part is None:
+                return None
+            applier = part.applier
+            position = PartitionPosition(part.state, part.position, part.end_offset)
+            return position, applier.streamed_lsn, applier.streamed_commit_ts_ms
+
     def all_active(self) -> bool:
         """True once the instance holds partitions and every one of them is ACTIVE."""
         with self._lock:
@@ -303,6 +342,9 @@ class Materializer:
             part.end_offset = max(part.end_offset, part.position)
             self._advance_state(key, part)
             commits.append(TopicPartition(key[0], key[1], part.position))
+        if commits:
+            with self.progress:
+                self.progress.notify_all()
         if commits and self._commits_enabled:
             with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
                 self._consumer.commit(offsets=commits, asynchronous=True)

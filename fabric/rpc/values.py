@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from fabric.core.types import ColumnType, TableSchema
-from fabric.errors import InvalidKeyError
+from fabric.errors import InvalidKeyError, UnknownTableError
 from fabric.rpc.v1 import fabric_pb2 as pb
 
 Encoder = Callable[[Any], pb.Value]
@@ -27,6 +27,7 @@ _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _NULL = pb.Value(null=pb.NULL_VALUE)
+_MAX_IDENTIFIER = 63  # bytes in a Postgres name (NAMEDATALEN - 1)
 
 
 class RowEncoder:
@@ -82,10 +83,16 @@ def decode_key(key: pb.Key, columns: Sequence[str], table: str) -> dict[str, Any
     """A request's key as psycopg values: a mapping when its fields are named, else a list in
     primary-key order. Raises :class:`InvalidKeyError` naming the field that is malformed."""
     named = [f.name for f in key.fields]
+    long = next((name for name in named if len(name) > _MAX_IDENTIFIER), None)
+    if long is not None:
+        raise InvalidKeyError(f"{table} has no column {long!r:.40}… (key is {', '.join(columns)})")
     if any(named) and not all(named):
         raise InvalidKeyError(
             f"{table}: name every key field or none (key is {', '.join(columns)})"
         )
+    if len(set(named)) < len(named) and all(named):
+        twice = next(name for name in named if named.count(name) > 1)
+        raise InvalidKeyError(f"{table}: the key names {twice} more than once", twice)
     values = []
     for position, field in enumerate(key.fields):
         column = field.name or (columns[position] if position < len(columns) else f"#{position}")
@@ -96,6 +103,26 @@ def decode_key(key: pb.Key, columns: Sequence[str], table: str) -> dict[str, Any
     if all(named) and named:
         return dict(zip(named, values, strict=True))
     return values
+
+
+def decode_table(name: str) -> str:
+    """A request's table as ``schema.table`` (a bare name means public). Raises
+    :class:`InvalidKeyError` for a name no request can mean and :class:`UnknownTableError` for
+    one no Postgres table can have, before the catalog is asked."""
+    if not name:
+        raise InvalidKeyError("no table named; give schema.table (a bare name means public)")
+    qualified = name if "." in name else f"public.{name}"
+    # Most names are short and plain: the checks below only for the others.
+    if len(qualified) <= _MAX_IDENTIFIER and "\x00" not in qualified:
+        return qualified
+    if "\x00" in qualified:
+        raise InvalidKeyError(f"table name {name!r:.80} contains a NUL character")
+    schema, _, table = qualified.partition(".")
+    if max(len(schema.encode()), len(table.encode())) > _MAX_IDENTIFIER:
+        raise UnknownTableError(
+            f"no table is named {name!r:.80}: Postgres names are at most {_MAX_IDENTIFIER} bytes"
+        )
+    return qualified
 
 
 def decode_value(value: pb.Value) -> Any:
@@ -255,7 +282,7 @@ def _decode_decimal(text: str) -> Decimal:
     try:
         return Decimal(text)
     except ArithmeticError:
-        raise ValueError(f"{text!r} is not a decimal") from None
+        raise ValueError(f"{text!r:.40} is not a decimal") from None
 
 
 def _decode_interval(value: pb.Interval) -> timedelta:
@@ -268,6 +295,8 @@ def _decode_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON text: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON text nested too deeply") from None
 
 
 def _decode_time(micros: int) -> time:

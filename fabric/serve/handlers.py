@@ -3,13 +3,19 @@
 They are the generated ones (``fabric_pb2_grpc.add_FabricServicer_to_server``) with one
 difference: a method may answer with bytes, a message already written to the wire
 (:mod:`fabric.rpc.wire`, or a peer's answer passed on), and those bytes are sent as they are.
+
+A request body that does not parse as the method's request message is answered
+INVALID_ARGUMENT saying so; gRPC's own handling of a failed deserializer answers INTERNAL, which
+tells the caller nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.serve.service import FabricService
@@ -20,28 +26,28 @@ SERVICE_NAME = "fabric.rpc.v1.Fabric"
 def add_fabric_service(service: FabricService, server: grpc.Server) -> None:
     handlers = {
         "Get": grpc.unary_unary_rpc_method_handler(
-            service.Get,
-            request_deserializer=pb.GetRequest.FromString,
+            _checked(service.Get),
+            request_deserializer=_parser(pb.GetRequest),
             response_serializer=_serialized,
         ),
         "BatchGet": grpc.unary_unary_rpc_method_handler(
-            service.BatchGet,
-            request_deserializer=pb.BatchGetRequest.FromString,
+            _checked(service.BatchGet),
+            request_deserializer=_parser(pb.BatchGetRequest),
             response_serializer=_serialized,
         ),
         "Scan": grpc.unary_stream_rpc_method_handler(
-            service.Scan,
-            request_deserializer=pb.ScanRequest.FromString,
+            _checked(service.Scan),
+            request_deserializer=_parser(pb.ScanRequest),
             response_serializer=_serialized,
         ),
         "GetTopology": grpc.unary_unary_rpc_method_handler(
-            service.GetTopology,
-            request_deserializer=pb.GetTopologyRequest.FromString,
+            _checked(service.GetTopology),
+            request_deserializer=_parser(pb.GetTopologyRequest),
             response_serializer=_serialized,
         ),
         "Watch": grpc.unary_stream_rpc_method_handler(
-            service.Watch,
-            request_deserializer=pb.WatchRequest.FromString,
+            _checked(service.Watch),
+            request_deserializer=_parser(pb.WatchRequest),
             response_serializer=_serialized,
         ),
     }
@@ -54,3 +60,37 @@ def _serialized(answer: Any) -> bytes:
         return answer
     serialized: bytes = answer.SerializeToString()
     return serialized
+
+
+class UndecodableRequest:
+    """A request body that is not a serialized message of the method's request type."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    parse = message.FromString
+    name = message.DESCRIPTOR.full_name
+
+    def parse_request(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return UndecodableRequest(
+                f"the request is not a serialized {name} ({exc}); build it from "
+                "protos/fabric/rpc/v1/fabric.proto"
+            )
+
+    return parse_request
+
+
+def _checked(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if type(request) is UndecodableRequest:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return method(request, context)
+
+    return handle

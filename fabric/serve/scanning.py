@@ -20,17 +20,34 @@ def scan_token(partition: int, key: bytes | None) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def parse_scan_token(token: str) -> tuple[int, bytes | None]:
+def parse_scan_token(token: str, partitions: int | None = None) -> tuple[int, bytes | None]:
+    """The partition and last key a resume token names; ``partitions``, when given, is the
+    table's partition count, which the token's partition must lie within."""
     if not token:
         return 0, None
     try:
         raw = base64.urlsafe_b64decode(token.encode())
-        head, _, key = raw.partition(b":")
-        return int(head), key
+        head, colon, key = raw.partition(b":")
+        partition = int(head)
+        if not colon or partition < 0 or (partitions is not None and partition >= partitions):
+            raise ValueError
+        return partition, key
     except (ValueError, UnicodeDecodeError):
         raise InvalidKeyError(
-            f"resume token {token!r:.40} is not one this service issued"
+            f"resume token {token!r:.40} is not one this service issued; pass back the "
+            "resume_token of a ScanResponse, or none to start over"
         ) from None
+
+
+def scan_partitions(request: pb.ScanRequest, start: int, count: int, table: str) -> list[int]:
+    """The partitions a Scan reads, in order: the one it names, else ``start`` onwards."""
+    if not request.HasField("partition"):
+        return list(range(start, count))
+    if not 0 <= request.partition < count:
+        raise InvalidKeyError(
+            f"{table} has partitions 0 to {count - 1}; partition {request.partition} is not one"
+        )
+    return [request.partition]
 
 
 def prefix_values(key: pb.Key, primary_key: Sequence[str], table: str) -> list[Any]:

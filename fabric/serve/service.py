@@ -28,8 +28,10 @@ from fabric.errors import (
     FabricError,
     InvalidKeyError,
     MalformedEventError,
+    PositionNotReachedError,
     SourceDatabaseError,
     StoreError,
+    TooStaleError,
     UnknownTableError,
 )
 from fabric.materialize.instance import Materializer
@@ -38,7 +40,7 @@ from fabric.materialize.partition import PartitionPosition, PartitionState
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
-from fabric.rpc.values import RowEncoder, decode_key
+from fabric.rpc.values import RowEncoder, decode_key, decode_table
 from fabric.rpc.wire import (
     AnswerWriter,
     RowWriter,
@@ -46,8 +48,15 @@ from fabric.rpc.wire import (
     get_response,
     lookup_result,
 )
+from fabric.serve.bounds import ReadBounds
 from fabric.serve.peers import Peers
-from fabric.serve.scanning import parse_scan_token, prefix_values, scan_filter, scan_token
+from fabric.serve.scanning import (
+    parse_scan_token,
+    prefix_values,
+    scan_filter,
+    scan_partitions,
+    scan_token,
+)
 from fabric.serve.topology import GroupTopology
 from fabric.serve.watch import watch_changes
 from fabric.state.row import StoredRow
@@ -99,10 +108,12 @@ class FabricService(pb_grpc.FabricServicer):
         self._writers: dict[str, RowWriter] = {}
         self._answers = AnswerWriter(me.instance_id)
         self._forwarding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="forward")
+        self._bounds = ReadBounds(materializer)
 
     def close(self) -> None:
         """Once the server has drained: no call forwards any more."""
         self._forwarding.shutdown(wait=True)
+        self._bounds.close()
 
     # -- Get ---------------------------------------------------------------------------------
 
@@ -110,6 +121,8 @@ class FabricService(pb_grpc.FabricServicer):
         """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
         with _status_of(context):
             meta = self._metadata(_qualified(request.table), request.key)
+            if request.HasField("bound"):
+                self._bounds.wait(meta, request.bound, _deadline(context))
             # Most lookups reach the owner: answered here without the routing machinery.
             served = self._materializer.serving(meta.topic, meta.partition)
             if served is not None:
@@ -143,7 +156,8 @@ class FabricService(pb_grpc.FabricServicer):
                     pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
                 except FabricError as exc:
                     results[index] = _failed(_code_of(exc), str(exc))
-            self._batch(request, pending, results, deadline, forwarded)
+            bounded = any(lookup.HasField("bound") for lookup in request.lookups)
+            self._batch(request, pending, results, deadline, forwarded, bounded=bounded)
             return batch_get_response(
                 [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
             )
@@ -155,6 +169,8 @@ class FabricService(pb_grpc.FabricServicer):
         results: list[bytes | None],
         deadline: float,
         forwarded: bool,
+        *,
+        bounded: bool = False,
     ) -> None:
         """One pass: local partitions read here, the others sent as one BatchGet per owner.
         What is left (a partition moving or restoring) goes the single-lookup way, with its
@@ -182,7 +198,9 @@ class FabricService(pb_grpc.FabricServicer):
             for endpoint, items in remote.items()
         ]
         for items in local:
-            self._batch_local(items, results, waiting)
+            admitted = self._within_bounds(request, items, results, deadline) if bounded else items
+            if admitted:
+                self._batch_local(admitted, results, waiting)
         for items, call in sent:
             waiting.extend(self._batch_answers(call, items, results))
         for index, meta in waiting:
@@ -216,6 +234,8 @@ class FabricService(pb_grpc.FabricServicer):
         """A serialized ``GetResponse``, from this instance's store or its owner's."""
 
         def local() -> bytes:
+            if request.HasField("bound"):
+                self._bounds.wait(meta, request.bound, deadline)
             stored, position = self._tables.read(meta)
             return get_response(*self._answer(meta.table, meta.partition, stored, position))
 
@@ -229,6 +249,27 @@ class FabricService(pb_grpc.FabricServicer):
             ),
         )
         return response
+
+    def _within_bounds(
+        self,
+        request: pb.BatchGetRequest,
+        items: list[tuple[int, KeyQueryMetadata]],
+        results: list[bytes | None],
+        deadline: float,
+    ) -> list[tuple[int, KeyQueryMetadata]]:
+        """The lookups of a local partition once it meets their bounds; those it did not meet
+        in time get their failure in ``results``."""
+        admitted = []
+        for index, meta in items:
+            lookup = request.lookups[index]
+            try:
+                if lookup.HasField("bound"):
+                    self._bounds.wait(meta, lookup.bound, deadline)
+            except FabricError as exc:
+                results[index] = _failed(_code_of(exc), str(exc))
+            else:
+                admitted.append((index, meta))
+        return admitted
 
     def _batch_local(
         self,
@@ -302,11 +343,8 @@ class FabricService(pb_grpc.FabricServicer):
             table = _qualified(request.table)
             schema, topic, count = self._captured(table)
             matches = scan_filter(request, schema.primary_key, table)
-            start_partition, after_key = parse_scan_token(request.resume_token)
-            if request.HasField("partition"):
-                partitions = [request.partition]
-            else:
-                partitions = [p for p in range(count) if p >= start_partition]
+            start_partition, after_key = parse_scan_token(request.resume_token, count)
+            partitions = scan_partitions(request, start_partition, count, table)
             deadline = _deadline(context)
             forwarded = _is_forwarded(context)
             left = request.limit or None
@@ -657,9 +695,7 @@ def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
 
 
 def _qualified(table: str) -> str:
-    if not table:
-        raise InvalidKeyError("no table named; give schema.table (a bare name means public)")
-    return table if "." in table else f"public.{table}"
+    return decode_table(table)
 
 
 def _deadline(context: grpc.ServicerContext) -> float:
@@ -684,6 +720,10 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, MalformedEventError):
         return grpc.StatusCode.DATA_LOSS
+    if isinstance(exc, PositionNotReachedError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, TooStaleError):
+        return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 
 

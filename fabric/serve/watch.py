@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
+from fabric.core.admission import foreign_table, key_mismatch
 from fabric.core.events import ChangeEvent, Op, TruncateMarker, decode
 from fabric.core.types import UnavailableValueError
 from fabric.errors import InvalidKeyError, MalformedEventError
@@ -31,6 +32,7 @@ from fabric.rpc.values import RowEncoder, encode_key
 log = logging.getLogger(__name__)
 
 _MARKERS = "m"
+_MAX_OFFSET = 2**63 - 1
 
 
 def watch_changes(
@@ -135,7 +137,7 @@ def _event(
     except MalformedEventError:
         return None  # the materializer sends it to the dead-letter topic
     if isinstance(change, TruncateMarker):
-        if change.table != table:
+        if change.table != table or not at_marker_topic:
             return None
         return pb.WatchEvent(
             kind=pb.WatchEvent.TRUNCATE,
@@ -144,7 +146,7 @@ def _event(
     if not isinstance(change, ChangeEvent) or at_marker_topic:
         return None
     image = change.before if change.op is Op.DELETE else change.after
-    if image is None:
+    if image is None or _not_of(table, record_key, change, image):
         return None
     if change.op is Op.DELETE:
         # With the default replica identity a delete's before-image holds the key columns only
@@ -155,6 +157,8 @@ def _event(
     except UnavailableValueError as exc:
         kept = {k: v for k, v in image.items() if k not in exc.columns}
         values = {k: v for k, v in decode_image(kept).items() if k in kept}
+    except MalformedEventError:
+        return None  # a value that does not fit its column: no row to show
     key_values = [values.get(name) for name in primary_key]
     if prefix and key_values[: len(prefix)] != list(prefix):
         return None
@@ -173,6 +177,16 @@ def _event(
     return event
 
 
+def _not_of(
+    table: str, record_key: bytes | None, change: ChangeEvent, image: dict[str, Any]
+) -> bool:
+    """Whether the materializer dead-letters this record as not a change of ``table``."""
+    schema, _, name = table.partition(".")
+    if foreign_table(change.source, schema, name) is not None:
+        return True
+    return record_key is None or key_mismatch(record_key, image) is not None
+
+
 def _token(positions: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(json.dumps(positions, sort_keys=True).encode()).decode()
 
@@ -183,7 +197,8 @@ def _parse_token(token: str) -> dict[str, int]:
     try:
         positions = json.loads(base64.urlsafe_b64decode(token.encode()))
         if not isinstance(positions, dict) or not all(
-            isinstance(v, int) for v in positions.values()
+            (k == _MARKERS or k.isdecimal()) and type(v) is int and 0 <= v <= _MAX_OFFSET
+            for k, v in positions.items()
         ):
             raise ValueError
         return {str(k): int(v) for k, v in positions.items()}

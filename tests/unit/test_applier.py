@@ -428,30 +428,76 @@ def test_record_on_the_wrong_partition_is_a_mismatch(
     assert image_of(store, ELSEWHERE) == item(ELSEWHERE)
 
 
-@pytest.mark.parametrize(
-    "record_key",
-    [
-        b'{"id": %d}' % A,  # a space Connect never writes
-        b'{"id":"%d"}' % A,  # the id as a string
-        key(B),  # the key of another row
-    ],
-)
-def test_key_that_differs_from_the_rebuilt_key_is_a_mismatch(
-    applier: PartitionApplier, record_key: bytes
+def test_key_spelled_otherwise_than_the_rebuilt_key_is_a_mismatch(
+    applier: PartitionApplier, store: PartitionStore
 ) -> None:
-    applier.apply([msg(0, record_key, upsert("c", item(A), 100))])
+    spaced = b'{"id": %d}' % A  # a space Connect never writes, but the row's own key
+    applier.apply([msg(0, spaced, upsert("c", item(A), 100))])
     assert applier.counters.routing_checked == 1
     assert applier.counters.routing_mismatches == 1
+    assert store.get(spaced) is not None
 
 
-def test_image_whose_key_columns_make_no_key_is_a_mismatch(applier: PartitionApplier) -> None:
+@pytest.mark.parametrize(
+    ("record_key", "reason"),
+    [
+        (b'{"id":"%d"}' % A, f"record key has id='{A}', the row id={A}"),
+        (key(B), f"record key has id={B}, the row id={A}"),
+        (b'{"item":%d}' % A, "record key field item is not a column of the row"),
+        (b"\xff\x00garbage", "record key is not JSON"),
+        (b"[1]", "record key is not a JSON object of key columns"),
+    ],
+)
+def test_record_whose_key_is_not_its_rows_goes_to_dead_letters(
+    applier: PartitionApplier,
+    sink: RecordingSink,
+    store: PartitionStore,
+    record_key: bytes,
+    reason: str,
+) -> None:
+    applier.apply([msg(0, record_key, upsert("c", item(A), 100))])
+    assert sink.sent == [(0, reason)]
+    assert (applier.counters.dead_letters, applier.counters.applied) == (1, 0)
+    assert store.get(record_key) is None and image_of(store, A) is None
+
+
+def test_image_whose_key_columns_make_no_key_goes_to_dead_letters(
+    applier: PartitionApplier, sink: RecordingSink, store: PartitionStore
+) -> None:
     no_id = {"title": "lamp", "description": "a lamp"}
+    null_id = {"id": None, "title": "lamp"}
     wrong_type = {"id": "1", "title": "lamp"}
     applier.apply(
-        [msg(0, key(A), upsert("c", no_id, 100)), msg(1, key(A), upsert("c", wrong_type, 101))]
+        [
+            msg(0, key(A), upsert("c", no_id, 100)),
+            msg(1, key(A), upsert("c", null_id, 101)),
+            msg(2, b'{"id":"1"}', upsert("c", wrong_type, 102)),
+        ]
     )
-    assert applier.counters.routing_checked == 2
-    assert applier.counters.routing_mismatches == 2
+    assert sink.sent == [
+        (0, "public.items: key column id is missing or null"),
+        (1, "public.items: key column id is missing or null"),
+        (2, "public.items.id (integer): '1' is not an integer in [-2147483648, 2147483647]"),
+    ]
+    assert applier.counters.applied == 0 and image_of(store, A) is None
+
+
+def test_event_of_another_table_goes_to_dead_letters(
+    applier: PartitionApplier, sink: RecordingSink, store: PartitionStore
+) -> None:
+    ghost = json.loads(upsert("c", item(A), 100))
+    ghost["source"]["table"] = "no_such_table"
+    applier.apply([msg(0, key(A), json.dumps(ghost).encode())])
+    assert sink.sent == [(0, "event of table public.no_such_table on the topic of public.items")]
+    assert image_of(store, A) is None
+
+
+def test_tombstone_with_a_garbage_key_goes_to_dead_letters(
+    applier: PartitionApplier, sink: RecordingSink
+) -> None:
+    applier.apply([msg(0, b"\x00\x01", None), msg(1, b'{"id":null}', None), msg(2, key(A), None)])
+    assert sink.sent == [(0, "record key is not JSON"), (1, "record key field id is null")]
+    assert applier.counters.skipped == 1
 
 
 @pytest.mark.parametrize(

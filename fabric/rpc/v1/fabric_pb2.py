@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x62ric/rpc/v1/fabric.proto\x12\rfabric.rpc.v1\"\xe5\x02\n\x05Value\x12(\n\x04null\x18\x01 \x01(\x0e\x32\x18.fabric.rpc.v1.NullValueH\x00\x12\x11\n\x07\x62oolean\x18\x02 \x01(\x08H\x00\x12\r\n\x03int\x18\x03 \x01(\x03H\x00\x12\x11\n\x07\x64\x65\x63imal\x18\x04 \x01(\tH\x00\x12\x10\n\x06\x64ouble\x18\x05 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x62ytes\x18\x07 \x01(\x0cH\x00\x12\x0e\n\x04uuid\x18\x08 \x01(\tH\x00\x12\x0e\n\x04\x64\x61te\x18\t \x01(\x05H\x00\x12\x0e\n\x04time\x18\n \x01(\x03H\x00\x12\x13\n\ttimestamp\x18\x0b \x01(\x03H\x00\x12\x15\n\x0btimestamptz\x18\x0c \x01(\x03H\x00\x12+\n\x08interval\x18\r \x01(\x0b\x32\x17.fabric.rpc.v1.IntervalH\x00\x12\x0e\n\x04json\x18\x0e \x01(\tH\x00\x12)\n\x05\x61rray\x18\x0f \x01(\x0b\x32\x18.fabric.rpc.v1.ValueListH\x00\x42\x06\n\x04kind\"8\n\x08Interval\x12\x0e\n\x06months\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x0e\n\x06micros\x18\x03 \x01(\x03\"1\n\tValueList\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Value\":\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.fabric.rpc.v1.Value\"+\n\x03Row\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Field\"+\n\x03Key\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Field\"\x93\x01\n\tFreshness\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x16\n\x0e\x63ommit_time_ms\x18\x02 \x01(\x03\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x16\n\x0e\x61pplied_offset\x18\x05 \x01(\x03\x12\x13\n\x0blag_records\x18\x06 \x01(\x03\x12\x11\n\tserved_by\x18\x07 \x01(\t\"<\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\"j\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1f\n\x03row\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x03 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\"=\n\x0f\x42\x61tchGetRequest\x12*\n\x07lookups\x18\x01 \x03(\x0b\x32\x19.fabric.rpc.v1.GetRequest\"\x8c\x01\n\x0cLookupResult\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\x1f\n\x03row\x18\x04 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x05 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\"@\n\x10\x42\x61tchGetResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.fabric.rpc.v1.LookupResult\"\xdb\x01\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\"\n\x06prefix\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\'\n\x0brange_start\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12%\n\trange_end\x18\x04 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x16\n\tpartition\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x0c\n\n_partition\"r\n\x0cScanResponse\x12\x1f\n\x03row\x18\x01 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x02 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"\x14\n\x12GetTopologyRequest\"`\n\x08Topology\x12(\n\x06tables\x18\x01 \x03(\x0b\x32\x18.fabric.rpc.v1.TableInfo\x12*\n\tinstances\x18\x02 \x03(\x0b\x32\x17.fabric.rpc.v1.Instance\"\x9f\x01\n\tTableInfo\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x13\n\x0bprimary_key\x18\x03 \x03(\t\x12\x30\n\npartitions\x18\x04 \x03(\x0b\x32\x1c.fabric.rpc.v1.PartitionInfo\x12-\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x18.fabric.rpc.v1.KeyColumn\"N\n\tKeyColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pg_type\x18\x02 \x01(\t\x12\x11\n\tbase_type\x18\x03 \x01(\t\x12\x0f\n\x07is_enum\x18\x04 \x01(\x08\"g\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0blag_records\x18\x05 \x01(\x03\"1\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\"x\n\x0cWatchRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\"\n\x06prefix\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\"\x83\x02\n\nWatchEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.fabric.rpc.v1.WatchEvent.Kind\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\x1f\n\x03row\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x04 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06UPSERT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x12\x0c\n\x08TRUNCATE\x10\x03*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x32\xe4\x02\n\x06\x46\x61\x62ric\x12<\n\x03Get\x12\x19.fabric.rpc.v1.GetRequest\x1a\x1a.fabric.rpc.v1.GetResponse\x12K\n\x08\x42\x61tchGet\x12\x1e.fabric.rpc.v1.BatchGetRequest\x1a\x1f.fabric.rpc.v1.BatchGetResponse\x12\x41\n\x04Scan\x12\x1a.fabric.rpc.v1.ScanRequest\x1a\x1b.fabric.rpc.v1.ScanResponse0\x01\x12I\n\x0bGetTopology\x12!.fabric.rpc.v1.GetTopologyRequest\x1a\x17.fabric.rpc.v1.Topology\x12\x41\n\x05Watch\x12\x1b.fabric.rpc.v1.WatchRequest\x1a\x19.fabric.rpc.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x62ric/rpc/v1/fabric.proto\x12\rfabric.rpc.v1\"\xe5\x02\n\x05Value\x12(\n\x04null\x18\x01 \x01(\x0e\x32\x18.fabric.rpc.v1.NullValueH\x00\x12\x11\n\x07\x62oolean\x18\x02 \x01(\x08H\x00\x12\r\n\x03int\x18\x03 \x01(\x03H\x00\x12\x11\n\x07\x64\x65\x63imal\x18\x04 \x01(\tH\x00\x12\x10\n\x06\x64ouble\x18\x05 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x06 \x01(\tH\x00\x12\x0f\n\x05\x62ytes\x18\x07 \x01(\x0cH\x00\x12\x0e\n\x04uuid\x18\x08 \x01(\tH\x00\x12\x0e\n\x04\x64\x61te\x18\t \x01(\x05H\x00\x12\x0e\n\x04time\x18\n \x01(\x03H\x00\x12\x13\n\ttimestamp\x18\x0b \x01(\x03H\x00\x12\x15\n\x0btimestamptz\x18\x0c \x01(\x03H\x00\x12+\n\x08interval\x18\r \x01(\x0b\x32\x17.fabric.rpc.v1.IntervalH\x00\x12\x0e\n\x04json\x18\x0e \x01(\tH\x00\x12)\n\x05\x61rray\x18\x0f \x01(\x0b\x32\x18.fabric.rpc.v1.ValueListH\x00\x42\x06\n\x04kind\"8\n\x08Interval\x12\x0e\n\x06months\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\x12\x0e\n\x06micros\x18\x03 \x01(\x03\"1\n\tValueList\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Value\":\n\x05\x46ield\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.fabric.rpc.v1.Value\"+\n\x03Row\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Field\"+\n\x03Key\x12$\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x14.fabric.rpc.v1.Field\"\x93\x01\n\tFreshness\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x16\n\x0e\x63ommit_time_ms\x18\x02 \x01(\x03\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x16\n\x0e\x61pplied_offset\x18\x05 \x01(\x03\x12\x13\n\x0blag_records\x18\x06 \x01(\x03\x12\x11\n\tserved_by\x18\x07 \x01(\t\"i\n\nGetRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12+\n\x05\x62ound\x18\x03 \x01(\x0b\x32\x1c.fabric.rpc.v1.PositionBound\":\n\rPositionBound\x12\x0f\n\x07min_lsn\x18\x01 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\r\"j\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1f\n\x03row\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x03 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\"=\n\x0f\x42\x61tchGetRequest\x12*\n\x07lookups\x18\x01 \x03(\x0b\x32\x19.fabric.rpc.v1.GetRequest\"\x8c\x01\n\x0cLookupResult\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\x1f\n\x03row\x18\x04 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x05 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\"@\n\x10\x42\x61tchGetResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.fabric.rpc.v1.LookupResult\"\xdb\x01\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\"\n\x06prefix\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\'\n\x0brange_start\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12%\n\trange_end\x18\x04 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\x12\x16\n\tpartition\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x0c\n\n_partition\"r\n\x0cScanResponse\x12\x1f\n\x03row\x18\x01 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x02 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"\x14\n\x12GetTopologyRequest\"`\n\x08Topology\x12(\n\x06tables\x18\x01 \x03(\x0b\x32\x18.fabric.rpc.v1.TableInfo\x12*\n\tinstances\x18\x02 \x03(\x0b\x32\x17.fabric.rpc.v1.Instance\"\x9f\x01\n\tTableInfo\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x13\n\x0bprimary_key\x18\x03 \x03(\t\x12\x30\n\npartitions\x18\x04 \x03(\x0b\x32\x1c.fabric.rpc.v1.PartitionInfo\x12-\n\x0bkey_columns\x18\x05 \x03(\x0b\x32\x18.fabric.rpc.v1.KeyColumn\"N\n\tKeyColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07pg_type\x18\x02 \x01(\t\x12\x11\n\tbase_type\x18\x03 \x01(\t\x12\x0f\n\x07is_enum\x18\x04 \x01(\x08\"g\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0blag_records\x18\x05 \x01(\x03\"1\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\"x\n\x0cWatchRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\"\n\x06prefix\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\"\x83\x02\n\nWatchEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.fabric.rpc.v1.WatchEvent.Kind\x12\x1f\n\x03key\x18\x02 \x01(\x0b\x32\x12.fabric.rpc.v1.Key\x12\x1f\n\x03row\x18\x03 \x01(\x0b\x32\x12.fabric.rpc.v1.Row\x12+\n\tfreshness\x18\x04 \x01(\x0b\x32\x18.fabric.rpc.v1.Freshness\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"B\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06UPSERT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x12\x0c\n\x08TRUNCATE\x10\x03*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x32\xe4\x02\n\x06\x46\x61\x62ric\x12<\n\x03Get\x12\x19.fabric.rpc.v1.GetRequest\x1a\x1a.fabric.rpc.v1.GetResponse\x12K\n\x08\x42\x61tchGet\x12\x1e.fabric.rpc.v1.BatchGetRequest\x1a\x1f.fabric.rpc.v1.BatchGetResponse\x12\x41\n\x04Scan\x12\x1a.fabric.rpc.v1.ScanRequest\x1a\x1b.fabric.rpc.v1.ScanResponse0\x01\x12I\n\x0bGetTopology\x12!.fabric.rpc.v1.GetTopologyRequest\x1a\x17.fabric.rpc.v1.Topology\x12\x41\n\x05Watch\x12\x1b.fabric.rpc.v1.WatchRequest\x1a\x19.fabric.rpc.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fabric.rpc.v1.fabric_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NULLVALUE']._serialized_start=2496
-  _globals['_NULLVALUE']._serialized_end=2523
+  _globals['_NULLVALUE']._serialized_start=2601
+  _globals['_NULLVALUE']._serialized_end=2628
   _globals['_VALUE']._serialized_start=46
   _globals['_VALUE']._serialized_end=403
   _globals['_INTERVAL']._serialized_start=405
@@ -48,37 +48,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRESHNESS']._serialized_start=665
   _globals['_FRESHNESS']._serialized_end=812
   _globals['_GETREQUEST']._serialized_start=814
-  _globals['_GETREQUEST']._serialized_end=874
-  _globals['_GETRESPONSE']._serialized_start=876
-  _globals['_GETRESPONSE']._serialized_end=982
-  _globals['_BATCHGETREQUEST']._serialized_start=984
-  _globals['_BATCHGETREQUEST']._serialized_end=1045
-  _globals['_LOOKUPRESULT']._serialized_start=1048
-  _globals['_LOOKUPRESULT']._serialized_end=1188
-  _globals['_BATCHGETRESPONSE']._serialized_start=1190
-  _globals['_BATCHGETRESPONSE']._serialized_end=1254
-  _globals['_SCANREQUEST']._serialized_start=1257
-  _globals['_SCANREQUEST']._serialized_end=1476
-  _globals['_SCANRESPONSE']._serialized_start=1478
-  _globals['_SCANRESPONSE']._serialized_end=1592
-  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1594
-  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1614
-  _globals['_TOPOLOGY']._serialized_start=1616
-  _globals['_TOPOLOGY']._serialized_end=1712
-  _globals['_TABLEINFO']._serialized_start=1715
-  _globals['_TABLEINFO']._serialized_end=1874
-  _globals['_KEYCOLUMN']._serialized_start=1876
-  _globals['_KEYCOLUMN']._serialized_end=1954
-  _globals['_PARTITIONINFO']._serialized_start=1956
-  _globals['_PARTITIONINFO']._serialized_end=2059
-  _globals['_INSTANCE']._serialized_start=2061
-  _globals['_INSTANCE']._serialized_end=2110
-  _globals['_WATCHREQUEST']._serialized_start=2112
-  _globals['_WATCHREQUEST']._serialized_end=2232
-  _globals['_WATCHEVENT']._serialized_start=2235
-  _globals['_WATCHEVENT']._serialized_end=2494
-  _globals['_WATCHEVENT_KIND']._serialized_start=2428
-  _globals['_WATCHEVENT_KIND']._serialized_end=2494
-  _globals['_FABRIC']._serialized_start=2526
-  _globals['_FABRIC']._serialized_end=2882
+  _globals['_GETREQUEST']._serialized_end=919
+  _globals['_POSITIONBOUND']._serialized_start=921
+  _globals['_POSITIONBOUND']._serialized_end=979
+  _globals['_GETRESPONSE']._serialized_start=981
+  _globals['_GETRESPONSE']._serialized_end=1087
+  _globals['_BATCHGETREQUEST']._serialized_start=1089
+  _globals['_BATCHGETREQUEST']._serialized_end=1150
+  _globals['_LOOKUPRESULT']._serialized_start=1153
+  _globals['_LOOKUPRESULT']._serialized_end=1293
+  _globals['_BATCHGETRESPONSE']._serialized_start=1295
+  _globals['_BATCHGETRESPONSE']._serialized_end=1359
+  _globals['_SCANREQUEST']._serialized_start=1362
+  _globals['_SCANREQUEST']._serialized_end=1581
+  _globals['_SCANRESPONSE']._serialized_start=1583
+  _globals['_SCANRESPONSE']._serialized_end=1697
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1699
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1719
+  _globals['_TOPOLOGY']._serialized_start=1721
+  _globals['_TOPOLOGY']._serialized_end=1817
+  _globals['_TABLEINFO']._serialized_start=1820
+  _globals['_TABLEINFO']._serialized_end=1979
+  _globals['_KEYCOLUMN']._serialized_start=1981
+  _globals['_KEYCOLUMN']._serialized_end=2059
+  _globals['_PARTITIONINFO']._serialized_start=2061
+  _globals['_PARTITIONINFO']._serialized_end=2164
+  _globals['_INSTANCE']._serialized_start=2166
+  _globals['_INSTANCE']._serialized_end=2215
+  _globals['_WATCHREQUEST']._serialized_start=2217
+  _globals['_WATCHREQUEST']._serialized_end=2337
+  _globals['_WATCHEVENT']._serialized_start=2340
+  _globals['_WATCHEVENT']._serialized_end=2599
+  _globals['_WATCHEVENT_KIND']._serialized_start=2533
+  _globals['_WATCHEVENT_KIND']._serialized_end=2599
+  _globals['_FABRIC']._serialized_start=2631
+  _globals['_FABRIC']._serialized_end=2987
 # @@protoc_insertion_point(module_scope)

@@ -101,12 +101,22 @@ class Freshness(_message.Message):
     def __init__(self, lsn: _Optional[int] = ..., commit_time_ms: _Optional[int] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., applied_offset: _Optional[int] = ..., lag_records: _Optional[int] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("table", "key")
+    __slots__ = ("table", "key", "bound")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
     table: str
     key: Key
-    def __init__(self, table: _Optional[str] = ..., key: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+    bound: PositionBound
+    def __init__(self, table: _Optional[str] = ..., key: _Optional[_Union[Key, _Mapping]] = ..., bound: _Optional[_Union[PositionBound, _Mapping]] = ...) -> None: ...
+
+class PositionBound(_message.Message):
+    __slots__ = ("min_lsn", "max_staleness_ms")
+    MIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_MS_FIELD_NUMBER: _ClassVar[int]
+    min_lsn: int
+    max_staleness_ms: int
+    def __init__(self, min_lsn: _Optional[int] = ..., max_staleness_ms: _Optional[int] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("found", "row", "freshness")
