@@ -81,4 +81,12 @@ def _format(status: InstanceStatus) -> str:
         )
     if not status.partitions:
         lines.append("  (no partitions assigned)")
+    for table, freshness in status.freshness_by_table().items():
+        p50, p99 = freshness.quantile_ms(0.5), freshness.quantile_ms(0.99)
+        if p50 is None or p99 is None:
+            continue
+        lines.append(
+            f"  commit → visible  {table}: p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+            f" over {freshness.count} changes"
+        )
     return "\n".join(lines)

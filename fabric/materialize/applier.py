@@ -9,6 +9,7 @@ position never disagree. Bad records go to the dead-letter topic and the partiti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,7 @@ from fabric.core.events import ChangeEvent, decode
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.errors import FabricError, MalformedEventError
+from fabric.materialize.freshness import FreshnessHistogram
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore, StoreBatch
 
@@ -66,6 +68,7 @@ class PartitionApplier:
     # change of this partition that committed before it is applied (fabric.core.watermarks).
     streamed_lsn: int = 0
     streamed_commit_ts_ms: int | None = None
+    freshness: FreshnessHistogram = field(default_factory=FreshnessHistogram)
 
     def apply(self, messages: Sequence[Message]) -> int:
         """Apply ``messages`` (this partition's, in offset order); returns the last offset.
@@ -82,6 +85,7 @@ class PartitionApplier:
         counters = self.counters
         dead_before = counters.dead_letters
         applied = skipped = 0
+        committed: list[int] = []  # commit times of the streamed changes, for freshness
         for msg in messages:
             key = msg.key()
             if key is None:
@@ -116,18 +120,42 @@ class PartitionApplier:
                 applied += 1
             else:
                 skipped += 1
+                continue
+            source = event.source
+            if not source.snapshot and source.commit_ts_ms is not None:
+                committed.append(source.commit_ts_ms)
+        return self._commit(
+            batch,
+            messages,
+            applied=applied,
+            skipped=skipped,
+            dead_before=dead_before,
+            committed=committed,
+        )
+
+    def _commit(
+        self,
+        batch: StoreBatch,
+        messages: Sequence[Message],
+        *,
+        applied: int,
+        skipped: int,
+        dead_before: int,
+        committed: list[int],
+    ) -> int:
+        """Commit ``batch`` with the offset of its last record; count it, note its last
+        streamed change and how long its changes took to become visible."""
+        counters = self.counters
         counters.applied += applied
         counters.skipped += skipped
         if counters.dead_letters != dead_before:
             # The store is about to commit past these records: they must be safe elsewhere first.
             self.dead_letters.flush()
-        return self._commit(batch, messages)
-
-    def _commit(self, batch: StoreBatch, messages: Sequence[Message]) -> int:
-        """Commit ``batch`` with the offset of its last record; note its last streamed change."""
         last = messages[-1].offset()
         assert last is not None
         self.store.commit(batch, last)
+        if committed:
+            self.freshness.observe(committed, time.time() * 1000)
         self._note_streamed(messages)
         return last
 

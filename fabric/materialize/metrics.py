@@ -1,19 +1,22 @@
 """Prometheus metrics of an instance, read from its status at scrape time.
 
 Nothing on the apply path touches a metric: the collector turns :meth:`Materializer.status` into
-gauges and counters when Prometheus scrapes, so the cost is per scrape, not per event.
+gauges, counters and the commit → visible histogram (counted in plain lists by the appliers,
+:mod:`fabric.materialize.freshness`) when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fabric.errors import PortInUseError
+from fabric.materialize.freshness import BOUNDS_MS
 from fabric.materialize.status import InstanceStatus
 
 _LABELS = ["instance", "topic", "partition", "table"]
@@ -93,6 +96,20 @@ class StatusCollector(Collector):
                 family.add_metric(labels, getattr(part, name))
         yield from gauges.values()
         yield from counters.values()
+        visible = HistogramMetricFamily(
+            "fabric_commit_to_visible_seconds",
+            "Time from a change's commit in Postgres to its row being visible to lookups",
+            labels=["instance", "table"],
+        )
+        for table, freshness in status.freshness_by_table().items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*BOUNDS_MS, math.inf), freshness.counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == math.inf else str(bound / 1000), cumulative))
+            visible.add_metric(
+                [status.instance_id, table], buckets, sum_value=freshness.sum_ms / 1000
+            )
+        yield visible
 
 
 def serve_metrics(status: Callable[[], InstanceStatus], host: str, port: int) -> CollectorRegistry:

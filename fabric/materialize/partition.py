@@ -100,4 +100,6 @@ def partition_status(
         routing_mismatches=counters.routing_mismatches,
         unresolved_toast=counters.unresolved_toast,
         rows=store.count_estimate() if store.is_open else 0,
+        visible_counts=tuple(part.applier.freshness.counts),
+        visible_sum_ms=round(part.applier.freshness.sum_ms, 1),
     )

@@ -12,6 +12,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from fabric.materialize.freshness import BOUNDS_MS, Freshness, merge
 
 STATUS_FILE = "status.json"
 # An instance that has not rewritten its status for this long is reported as not running.
@@ -37,10 +40,19 @@ class PartitionStatus:
     routing_mismatches: int
     unresolved_toast: int
     rows: int  # RocksDB's estimate
+    # Commit in Postgres → visible to lookups, per fabric.materialize.freshness.BOUNDS_MS bucket.
+    visible_counts: tuple[int, ...] = ()
+    visible_sum_ms: float = 0.0
 
     @property
     def lag(self) -> int:
         return max(0, self.end_offset - self.position)
+
+    @property
+    def freshness(self) -> Freshness:
+        if len(self.visible_counts) != len(BOUNDS_MS) + 1:
+            return Freshness()  # a status written with other buckets: not comparable
+        return Freshness(tuple(self.visible_counts), self.visible_sum_ms)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,13 @@ class InstanceStatus:
     def running(self) -> bool:
         return time.time() - self.updated_at < STALE_AFTER_S
 
+    def freshness_by_table(self) -> dict[str, Freshness]:
+        """Commit → visible times of every table, its partitions here merged."""
+        tables: dict[str, list[Freshness]] = {}
+        for part in self.partitions:
+            tables.setdefault(part.table, []).append(part.freshness)
+        return {table: merge(histograms) for table, histograms in sorted(tables.items())}
+
     def to_json(self) -> dict[str, object]:
         doc = asdict(self)
         doc["running"] = self.running
@@ -69,11 +88,13 @@ class InstanceStatus:
         if not isinstance(parts, list | tuple) or not all(isinstance(p, dict) for p in parts):
             raise ValueError("'partitions' is not a list of objects")
         names = set(PartitionStatus.__dataclass_fields__)
-        partitions = tuple(
-            PartitionStatus(**{k: v for k, v in p.items() if k in names}) for p in parts
-        )
+        partitions = []
+        for p in parts:
+            known: dict[str, Any] = {k: v for k, v in p.items() if k in names}
+            known["visible_counts"] = tuple(known.get("visible_counts", ()))
+            partitions.append(PartitionStatus(**known))
         fields = {k: v for k, v in doc.items() if k in InstanceStatus.__dataclass_fields__}
-        fields["partitions"] = partitions
+        fields["partitions"] = tuple(partitions)
         return InstanceStatus(**fields)  # type: ignore[arg-type]
 
 
