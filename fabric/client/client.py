@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
@@ -38,6 +38,15 @@ MAX_BATCH = 1000  # the service's limit on lookups per BatchGet
 T = TypeVar("T")
 
 
+class ReadObserver(Protocol):
+    """Sees every row a client's get and get_many answered (:class:`fabric.shadow.ShadowReads`),
+    and may read a key again through the client, unobserved."""
+
+    def attach(self, fabric: Callable[[str, tuple[Any, ...]], dict[str, Any] | None]) -> None: ...
+
+    def offer(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None: ...
+
+
 class FabricClient:
     """A thread-safe client of the fabric; one gRPC channel per instance, opened when first used."""
 
@@ -48,6 +57,7 @@ class FabricClient:
         timeout_s: float = 5.0,
         retries: int = 3,
         smart: bool = True,
+        shadow: ReadObserver | None = None,
     ) -> None:
         seeds = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
         if not seeds:
@@ -58,6 +68,9 @@ class FabricClient:
         self._columns: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._fan_out: ThreadPoolExecutor | None = None
+        self._shadow = shadow
+        if shadow is not None:
+            shadow.attach(self._reread)
 
     def __enter__(self) -> FabricClient:
         return self
@@ -109,6 +122,23 @@ class FabricClient:
         max_staleness: float | timedelta | None = None,
     ) -> FabricRow | None:
         """Like :meth:`get`, with the answer's :class:`Freshness`."""
+        row = self._read_row(table, key, min_lsn, max_staleness)
+        if self._shadow is not None:
+            info = self._topology.table(table)
+            self._shadow.offer(info.table, key_tuple(info, key), row.values if row else None)
+        return row
+
+    def _reread(self, table: str, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        row = self._read_row(table, key, None, None)
+        return row.values if row is not None else None
+
+    def _read_row(
+        self,
+        table: str,
+        key: KeyInput,
+        min_lsn: int | str | None,
+        max_staleness: float | timedelta | None,
+    ) -> FabricRow | None:
         info = self._topology.table(table)
         values = key_tuple(info, key)
         target = self._owner(info, values)
@@ -176,6 +206,9 @@ class FabricClient:
                 retry.extend(unavailable)
                 last = message or last
             if not retry:
+                if self._shadow is not None:
+                    for key, row in zip(values, results, strict=True):
+                        self._shadow.offer(info.table, key, row.values if row else None)
                 return results
             pending = retry
             self._topology.mark_stale()

@@ -677,7 +677,7 @@ def _instance_blocks(text: str) -> dict[str, tuple[str, list[tuple[str, int, str
         if line.startswith("instance "):
             rows = []
             blocks[line.split()[1]] = (line, rows)
-        elif line.startswith("  ") and line.split()[0] not in ("topic", "(no"):
+        elif line.startswith("  ") and line.split()[0] not in ("topic", "(no", "commit"):
             topic, partition, state, applied, lag = line.split()[:5]
             rows.append((topic, int(partition), state, int(applied), int(lag)))
     return blocks
