@@ -3,8 +3,8 @@
 A row becomes visible to lookups when the materializer commits the RocksDB batch that holds it,
 so each applied change of the stream (not snapshot rows: they carry old commits) counts once,
 at that moment: its commit time in Postgres (Debezium's ``source.ts_ms``) to the commit of the
-batch. Counting is a bisect and an increment per change; the histogram is read at scrape and
-status time, merged per table across partitions.
+batch. Counting is a bisect and an increment per distinct commit time in a batch; the histogram
+is read at scrape and status time, merged per table across partitions.
 
 Commit times come from Postgres's clock, visibility from the instance's: the figure includes
 any skew between the two clocks.
@@ -13,6 +13,7 @@ any skew between the two clocks.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,11 +33,13 @@ class FreshnessHistogram:
         self.sum_ms = 0.0
 
     def observe(self, committed_ms: Iterable[int], visible_ms: float) -> None:
+        # The changes of a transaction, and of one millisecond, share a commit time: counted
+        # once per distinct time (Counter counts in C), not once per change.
         counts, bounds, total = self.counts, BOUNDS_MS, 0.0
-        for commit in committed_ms:
+        for commit, changes in Counter(committed_ms).items():
             elapsed = visible_ms - commit
-            counts[bisect.bisect_left(bounds, elapsed)] += 1
-            total += elapsed
+            counts[bisect.bisect_left(bounds, elapsed)] += changes
+            total += elapsed * changes
         self.sum_ms += total
 
     def snapshot(self) -> Freshness:
