@@ -13,11 +13,12 @@ wall time the commit returned, and measures for sampled writes:
 - commit → visible: a ``FabricClient.get`` of the row, repeated every 2 ms, first returns the new
   value (what the fabric adds on top: the materializer's consume and apply, and the lookup).
 
-Light load is 10 writes/s; heavy load is as many writes as 4 writer connections commit
-unthrottled — the highest rate measured here, and Debezium sustains it when every change reaches
-Kafka with a lag that stays bounded (printed). Medians over ``--runs``.
+Light load is 10 writes/s. Heavy load is found first by a ramp (:data:`RAMP`): stages of rising
+write rates, each counting what reaches Kafka (a stage keeps up when every record is in the topic
+within :data:`DRAINED_S` of its last commit), up to unthrottled writers; heavy load is the stage
+whose records reached Kafka fastest while keeping up. Medians over ``--runs``.
 
-    .venv/bin/python -m bench.freshness [--runs 3] [--light-s 20] [--heavy-s 10]
+    .venv/bin/python -m bench.freshness [--runs 3] [--light-s 20] [--heavy-s 10] [--ramp-s 5]
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ GROUP = "fresh-bench"
 ROWS = 1000
 LIGHT_RATE = 10.0
 HEAVY_WRITERS = 4
+# The ramp's stages, (writers, writes/s in all; None: unthrottled), run while Debezium keeps up.
+RAMP: tuple[tuple[int, float | None], ...] = (
+    (4, 250.0), (4, 500.0), (4, 1000.0), (4, 2000.0), (4, None), (8, None)
+)  # fmt: skip
+DRAINED_S = 1.0  # a stage whose records all reach Kafka within this of its last commit kept up
+UNTHROTTLED_GUESS = 3000.0  # writes/s, only to space the Kafka samples of unthrottled stages
 SAMPLES_PER_S = 40.0  # sampled writes per second under heavy load
 POLL_S = 0.002
 GIVE_UP_S = 30.0
@@ -83,6 +90,8 @@ class Phase:
     kafka_ms: list[float]
     visible_ms: list[float]
     missing: int  # sampled writes never seen through the fabric within GIVE_UP_S
+    kafka_rate: float  # records/s that reached the topic, first write to last arrival
+    drain_s: float  # from the last commit until every record of the phase was in Kafka
 
     def line(self) -> str:
         return (
@@ -91,6 +100,14 @@ class Phase:
             f" ms   commit → visible p50 {_q(self.visible_ms, 50):>5.0f} ms"
             f" p99 {_q(self.visible_ms, 99):>5.0f} ms  ({len(self.visible_ms)} samples,"
             f" {self.missing} missing)"
+        )
+
+    def ramp_line(self, writers: int, target: float | None) -> str:
+        aim = "unthrottled" if target is None else f"{target:,.0f}/s"
+        return (
+            f"ramp {writers} writers {aim:>11}: wrote {self.rate:>6,.0f}/s, Kafka got"
+            f" {self.kafka_rate:>6,.0f}/s, drained {self.drain_s:.2f} s after the last commit,"
+            f" commit → Kafka p99 {_q(self.kafka_ms, 99):.0f} ms"
         )
 
 
@@ -196,6 +213,7 @@ class KafkaArrivals:
         partitions = self._consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
         self._consumer.assign([TopicPartition(TOPIC, p, OFFSET_END) for p in partitions])
         self.arrived: dict[tuple[int, int], float] = {}
+        self.received = 0  # records read from the topic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -208,6 +226,7 @@ class KafkaArrivals:
             value = msg.value() if msg is not None and msg.error() is None else None
             if not value:
                 continue
+            self.received += 1
             after = orjson.loads(value).get("after") or {}
             if "id" in after:
                 self.arrived.setdefault((after["id"], after["v"]), time.time())
@@ -226,6 +245,7 @@ def writer(
     sample_every: int,
     samples: queue.Queue[Write | None],
     counts: list[int],
+    finished: list[float],
     seed: int,
 ) -> None:
     rng = random.Random(seed)
@@ -247,6 +267,7 @@ def writer(
                 if pause > 0:
                     time.sleep(pause)
         counts.append(n)
+        finished.append(time.monotonic())
 
 
 def reader(
@@ -276,19 +297,25 @@ def phase(
     rate: float | None,
     writers: int,
     sample_every: int,
+    lookups: bool = True,
 ) -> Phase:
+    """``writers`` connections commit for ``seconds`` (at ``rate`` in all, or unthrottled);
+    every ``sample_every``-th write of each is timed into Kafka and, with ``lookups``, through
+    the fabric."""
     samples: queue.Queue[Write | None] = queue.Queue()
     sampled: list[Write] = []
     counts: list[int] = []
+    finished: list[float] = []  # when each writer made its last commit
     seen: list[float] = []
     missing: list[int] = []
     relay: queue.Queue[Write | None] = queue.Queue()
     readers = [
         threading.Thread(target=reader, args=(client, relay, seen, missing), daemon=True)
-        for _ in range(4)
+        for _ in range(4 if lookups else 0)
     ]
     for thread in readers:
         thread.start()
+    received_before = arrivals.received
     until = time.monotonic() + seconds
     started = time.monotonic()
     threads = [
@@ -301,6 +328,7 @@ def phase(
                 "sample_every": sample_every,
                 "samples": samples,
                 "counts": counts,
+                "finished": finished,
                 "seed": n,
             },
         )
@@ -315,25 +343,70 @@ def phase(
             continue
         if write is not None:
             sampled.append(write)
-            relay.put(write)
-    elapsed = time.monotonic() - started
+            if lookups:
+                relay.put(write)
+    written = max(finished)
+    elapsed = written - started
+    total = sum(counts)
+    # What reached Kafka: every record of the phase, and how long after the last commit.
+    deadline = written + GIVE_UP_S
+    while arrivals.received - received_before < total and time.monotonic() < deadline:
+        time.sleep(0.005)
+    drain_s = time.monotonic() - written
+    kafka_rate = (arrivals.received - received_before) / (elapsed + drain_s)
     for _ in readers:
         relay.put(None)
     for thread in readers:
         thread.join()
-    deadline = time.time() + GIVE_UP_S
-    while time.time() < deadline and any((w.key, w.value) not in arrivals.arrived for w in sampled):
+    deadline = time.monotonic() + GIVE_UP_S
+    while time.monotonic() < deadline and any(
+        (w.key, w.value) not in arrivals.arrived for w in sampled
+    ):
         time.sleep(0.1)
     kafka = [
         (arrivals.arrived[(w.key, w.value)] - w.committed) * 1000
         for w in sampled
         if (w.key, w.value) in arrivals.arrived
     ]
-    total = sum(counts)
-    return Phase(name, total, total / elapsed, kafka, seen, len(missing))
+    return Phase(name, total, total / elapsed, kafka, seen, len(missing), kafka_rate, drain_s)
 
 
-def run_once(cfg: FabricConfig, client: FabricClient, args: argparse.Namespace) -> list[Phase]:
+def ramp(
+    cfg: FabricConfig, client: FabricClient, arrivals: KafkaArrivals, seconds: float
+) -> tuple[int, float | None]:
+    """Raise the write rate stage by stage (:data:`RAMP`) while Debezium keeps up — every record
+    of a stage in Kafka within :data:`DRAINED_S` of its last commit — and return the stage
+    (writers, rate) whose records reached Kafka fastest."""
+    best: tuple[int, float | None] = (HEAVY_WRITERS, None)
+    best_rate = 0.0
+    for writers, target in RAMP:
+        per_writer = (target or UNTHROTTLED_GUESS) / writers
+        stage = phase(
+            cfg,
+            client,
+            arrivals,
+            name="ramp",
+            seconds=seconds,
+            rate=target,
+            writers=writers,
+            sample_every=max(1, int(per_writer / 10)),
+            lookups=False,
+        )
+        kept_up = stage.drain_s <= DRAINED_S
+        print("  " + stage.ramp_line(writers, target) + ("" if kept_up else "  FELL BEHIND"))
+        if not kept_up:
+            break
+        if stage.kafka_rate > best_rate:
+            best, best_rate = (writers, target), stage.kafka_rate
+    return best
+
+
+def run_once(
+    cfg: FabricConfig,
+    client: FabricClient,
+    args: argparse.Namespace,
+    heavy_at: tuple[int, float | None],
+) -> list[Phase]:
     arrivals = KafkaArrivals(cfg.endpoints.kafka_bootstrap)
     try:
         light = phase(
@@ -347,17 +420,19 @@ def run_once(cfg: FabricConfig, client: FabricClient, args: argparse.Namespace) 
             sample_every=1,
         )
         print("  " + light.line(), flush=True)
-        # Heavy: unthrottled; sample about SAMPLES_PER_S writes a second (rate known from a
-        # short probe of the same writers).
+        # Heavy: the ramp's best stage; sample about SAMPLES_PER_S writes a second (rate known
+        # from a short probe of the same writers).
+        writers, rate = heavy_at
         probe = phase(
             cfg,
             client,
             arrivals,
             name="probe",
             seconds=2.0,
-            rate=None,
-            writers=HEAVY_WRITERS,
+            rate=rate,
+            writers=writers,
             sample_every=1_000_000,
+            lookups=False,
         )
         every = max(1, int(probe.rate / SAMPLES_PER_S))  # per writer: each writes rate / W
         heavy = phase(
@@ -366,8 +441,8 @@ def run_once(cfg: FabricConfig, client: FabricClient, args: argparse.Namespace) 
             arrivals,
             name="heavy",
             seconds=args.heavy_s,
-            rate=None,
-            writers=HEAVY_WRITERS,
+            rate=rate,
+            writers=writers,
             sample_every=every,
         )
         print("  " + heavy.line(), flush=True)
@@ -381,6 +456,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--light-s", type=float, default=20.0)
     parser.add_argument("--heavy-s", type=float, default=10.0)
+    parser.add_argument("--ramp-s", type=float, default=5.0, help="seconds per ramp stage")
     args = parser.parse_args()
     cfg = load()
     with db.connect(cfg.endpoints) as conn:
@@ -396,10 +472,19 @@ def main() -> None:
                 FabricClient(endpoints, timeout_s=5.0) as client,
             ):
                 wait_ready(client, len(endpoints))
+                print("ramp: the highest write rate Debezium keeps up with", flush=True)
+                arrivals = KafkaArrivals(cfg.endpoints.kafka_bootstrap)
+                try:
+                    heavy_at = ramp(cfg, client, arrivals, args.ramp_s)
+                finally:
+                    arrivals.close()
+                writers, rate = heavy_at
+                aim = "unthrottled" if rate is None else f"{rate:,.0f} writes/s"
+                print(f"heavy load: {writers} writers, {aim}", flush=True)
                 results: dict[str, list[Phase]] = {"light": [], "heavy": []}
                 for number in range(1, args.runs + 1):
                     print(f"run {number}:", flush=True)
-                    for result in run_once(cfg, client, args):
+                    for result in run_once(cfg, client, args, heavy_at):
                         results[result.name].append(result)
         finally:
             cli.main(["connectors", "delete", "--drop-slot", str(spec)])
@@ -414,6 +499,10 @@ def main() -> None:
             f"  {name:<6} {rate:>8,.0f} writes/s  commit → Kafka p50 {kafka50:.0f} ms"
             f" p99 {kafka99:.0f} ms   commit → visible p50 {visible50:.0f} ms"
             f" p99 {visible99:.0f} ms  ({sum(p.missing for p in phases)} missing)"
+        )
+        print(
+            f"         Kafka got {statistics.median(p.kafka_rate for p in phases):,.0f} records/s,"
+            f" drained {max(p.drain_s for p in phases):.2f} s after the last commit at most"
         )
     light = results["light"]
     p50 = statistics.median(_q(p.visible_ms, 50) for p in light)

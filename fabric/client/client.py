@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 
@@ -33,6 +33,9 @@ from fabric.errors import FabricUnavailableError, UnknownTableError, Unsupported
 from fabric.query import bind, parse
 from fabric.rpc.v1 import fabric_pb2 as pb
 
+if TYPE_CHECKING:
+    from fabric.shadow import ShadowStats
+
 MAX_BATCH = 1000  # the service's limit on lookups per BatchGet
 
 T = TypeVar("T")
@@ -40,9 +43,14 @@ T = TypeVar("T")
 
 class ReadObserver(Protocol):
     """Sees every row a client's get and get_many answered (:class:`fabric.shadow.ShadowReads`),
-    and may read a key again through the client, unobserved."""
+    and may read a key again through the client, unobserved, with a ``min_lsn``."""
 
-    def attach(self, fabric: Callable[[str, tuple[Any, ...]], dict[str, Any] | None]) -> None: ...
+    def attach(
+        self, fabric: Callable[[str, tuple[Any, ...], int], dict[str, Any] | None]
+    ) -> None: ...
+
+    @property
+    def stats(self) -> ShadowStats: ...
 
     def offer(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None: ...
 
@@ -128,8 +136,13 @@ class FabricClient:
             self._shadow.offer(info.table, key_tuple(info, key), row.values if row else None)
         return row
 
-    def _reread(self, table: str, key: tuple[Any, ...]) -> dict[str, Any] | None:
-        row = self._read_row(table, key, None, None)
+    @property
+    def shadow_stats(self) -> ShadowStats | None:
+        """The shadow reads' counters (``shadow=``), or None without shadow reads."""
+        return self._shadow.stats if self._shadow is not None else None
+
+    def _reread(self, table: str, key: tuple[Any, ...], min_lsn: int) -> dict[str, Any] | None:
+        row = self._read_row(table, key, min_lsn, None)
         return row.values if row is not None else None
 
     def _read_row(

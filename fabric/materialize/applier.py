@@ -69,6 +69,8 @@ class PartitionApplier:
     streamed_lsn: int = 0
     streamed_commit_ts_ms: int | None = None
     freshness: FreshnessHistogram = field(default_factory=FreshnessHistogram)
+    # Off while the partition restores: replayed records carry old commits, not freshness.
+    counting_freshness: bool = True
 
     def apply(self, messages: Sequence[Message]) -> int:
         """Apply ``messages`` (this partition's, in offset order); returns the last offset.
@@ -154,7 +156,7 @@ class PartitionApplier:
         last = messages[-1].offset()
         assert last is not None
         self.store.commit(batch, last)
-        if committed:
+        if committed and self.counting_freshness:
             self.freshness.observe(committed, time.time() * 1000)
         self._note_streamed(messages)
         return last

@@ -1,10 +1,11 @@
 """Freshness: how long a change took from its commit in Postgres to being visible to lookups.
 
 A row becomes visible to lookups when the materializer commits the RocksDB batch that holds it,
-so each applied change of the stream (not snapshot rows: they carry old commits) counts once,
-at that moment: its commit time in Postgres (Debezium's ``source.ts_ms``) to the commit of the
-batch. Counting is a bisect and an increment per distinct commit time in a batch; the histogram
-is read at scrape and status time, merged per table across partitions.
+so each applied change of the stream counts once, at that moment: its commit time in Postgres
+(Debezium's ``source.ts_ms``) to the commit of the batch. Snapshot rows, and records replayed
+while the partition restores, carry old commits and are not counted. Counting is a bisect and
+an increment per distinct commit time in a batch; the histogram is read at scrape and status
+time, merged per table across partitions.
 
 Commit times come from Postgres's clock, visibility from the instance's: the figure includes
 any skew between the two clocks.

@@ -355,6 +355,7 @@ class Materializer:
         now = time.monotonic()
         if part.position >= part.restore_target:
             part.state = PartitionState.ACTIVE
+            part.applier.counting_freshness = True
             log.info(
                 "partition active topic=%s partition=%d restored=%d seconds=%.1f",
                 key[0],
@@ -476,6 +477,7 @@ class Materializer:
             codecs=self._codecs,
         )
         state = PartitionState.RESTORING if start < high else PartitionState.ACTIVE
+        applier.counting_freshness = state is PartitionState.ACTIVE
         part = AssignedPartition(applier, state, start, start, high, high)
         with self._lock:
             self._assigned[(topic, partition)] = part

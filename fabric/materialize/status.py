@@ -80,6 +80,14 @@ class InstanceStatus:
         doc["running"] = self.running
         for part, shown in zip(self.partitions, doc["partitions"], strict=True):
             shown["lag"] = part.lag
+        doc["commit_to_visible"] = {
+            table: {
+                "changes": freshness.count,
+                "p50_ms": _rounded(freshness.quantile_ms(0.5)),
+                "p99_ms": _rounded(freshness.quantile_ms(0.99)),
+            }
+            for table, freshness in self.freshness_by_table().items()
+        }
         return doc
 
     @staticmethod
@@ -96,6 +104,10 @@ class InstanceStatus:
         fields = {k: v for k, v in doc.items() if k in InstanceStatus.__dataclass_fields__}
         fields["partitions"] = tuple(partitions)
         return InstanceStatus(**fields)  # type: ignore[arg-type]
+
+
+def _rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 1)
 
 
 def write_status(state_dir: Path, status: InstanceStatus) -> None:

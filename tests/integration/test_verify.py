@@ -25,7 +25,6 @@ from fabric.config import FabricConfig
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.serve.server import FabricServer
-from fabric.shadow import ShadowReads
 from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
 from fabric.verify import verify
@@ -269,45 +268,3 @@ def _delete(path: Path, key: bytes) -> bool:
         batch.delete(key)
         store.commit(batch, offset)
     return True
-
-
-# -- shadow reads --------------------------------------------------------------------------------
-
-
-def test_shadow_reads_of_a_caught_up_fabric_all_agree(
-    cluster: Cluster, sample: FabricConfig, conn: psycopg.Connection[Any]
-) -> None:
-    shadow = ShadowReads(lambda: db.connect(sample.endpoints), fraction=1.0, recheck_s=1.0)
-    keys = [tuple(r) for r in conn.execute("SELECT id FROM public.users ORDER BY id").fetchall()]
-    with FabricClient(cluster.endpoints, timeout_s=10.0, shadow=shadow) as client:
-        client.get_many("users", keys)
-        client.get("items", 1)
-        client.query("SELECT * FROM users WHERE id = ANY(%s)", [[1, 2, 3]])
-        shadow.drain()
-    shadow.close()
-    stats = shadow.stats
-    assert stats.reads == stats.sampled == len(keys) + 1 + 3
-    assert (stats.equal, stats.diverged, stats.skipped, stats.failed) == (stats.reads, 0, 0, 0)
-
-
-def test_a_row_that_stays_different_is_counted_and_logged(
-    cluster: Cluster,
-    sample: FabricConfig,
-    conn: psycopg.Connection[Any],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with FabricClient(cluster.endpoints, timeout_s=10.0) as client:
-        row = client.get("users", 1)
-    assert row is not None
-    corrupted = {**row, "email": "not-what-postgres-has@example.com"}
-    shadow = ShadowReads(lambda: db.connect(sample.endpoints), fraction=1.0, recheck_s=0.1)
-    # A fabric whose copy of the row went wrong: the re-read finds it still different.
-    shadow.attach(lambda table, key: corrupted if key == (1,) else None)
-    shadow.offer("public.users", (1,), corrupted)
-    shadow.offer("public.users", (2,), None)  # a row the fabric lost
-    shadow.drain()
-    shadow.close()
-    assert (shadow.stats.diverged, shadow.stats.equal) == (2, 0)
-    logged = [r.getMessage() for r in caplog.records if "shadow read diverged" in r.getMessage()]
-    assert any("table=public.users key=(1,) kind=differing columns=email" in m for m in logged)
-    assert any("key=(2,) kind=missing" in m for m in logged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,6 +11,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from fabric.cli.materialize import _format
 from fabric.materialize.freshness import BOUNDS_MS, Freshness, FreshnessHistogram, merge
 from fabric.materialize.status import InstanceStatus, read_statuses, write_status
+from fabric.state import PartitionStore
+from tests.unit.test_applier import (
+    SMALL,
+    A,
+    B,
+    C,
+    RecordingSink,
+    commit_ts,
+    item,
+    key,
+    make_applier,
+    msg,
+    upsert,
+)
 from tests.unit.test_materialize_status import ACTIVE, RESTORING, VISIBLE, instance, scrape
 
 
@@ -60,6 +75,14 @@ def test_status_file_metrics_and_cli_show_it(tmp_path: Path) -> None:
     (read,) = read_statuses(tmp_path)
     assert isinstance(read, InstanceStatus)
     assert read.partitions[0].freshness == fresh
+    doc = read.to_json()["commit_to_visible"]
+    assert isinstance(doc, dict)
+    assert doc["public.items"] == {
+        "changes": 100,
+        "p50_ms": round(fresh.quantile_ms(0.5) or 0, 1),
+        "p99_ms": round(fresh.quantile_ms(0.99) or 0, 1),
+    }
+    assert 25 <= doc["public.items"]["p50_ms"] <= 50
 
     families = {f.name: f for f in text_string_to_metric_families(scrape(status))}
     samples = {(s.name, s.labels.get("le")): s.value for s in families[VISIBLE].samples}
@@ -70,3 +93,25 @@ def test_status_file_metrics_and_cli_show_it(tmp_path: Path) -> None:
     shown = _format(status)
     assert "commit → visible  public.items: p50 " in shown
     assert "over 100 changes" in shown
+
+
+def test_the_applier_counts_streamed_changes_only_and_not_while_restoring(tmp_path: Path) -> None:
+    with PartitionStore.open(tmp_path / "store", SMALL) as store:
+        applier = make_applier(store, RecordingSink(store))
+        # An LSN whose commit time (test_applier's commit_ts) was 20 ms ago.
+        lsn = int(time.time() * 1000) - commit_ts(0) - 20
+        applier.counting_freshness = False  # restoring: replayed changes are not fresh
+        applier.apply([msg(0, key(C), upsert("c", item(C), lsn))])
+        assert applier.freshness.snapshot().count == 0
+
+        applier.counting_freshness = True
+        applier.apply(
+            [
+                msg(1, key(A), upsert("r", item(A), lsn + 1)),  # a snapshot row: an old commit
+                msg(2, key(B), upsert("u", item(B), lsn + 2)),
+                msg(3, key(C), upsert("u", item(C, "desk"), lsn + 3)),
+            ]
+        )
+        fresh = applier.freshness.snapshot()
+        assert fresh.count == 2
+        assert 15 <= fresh.sum_ms / fresh.count < 5_000
