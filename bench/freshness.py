@@ -24,7 +24,6 @@ whose records reached Kafka fastest while keeping up. Medians over ``--runs``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import random
@@ -44,9 +43,10 @@ from pathlib import Path
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from bench.connectors import bench_spec
 from fabric import cli, db
 from fabric.client import FabricClient
-from fabric.config import REPO_ROOT, FabricConfig, load
+from fabric.config import FabricConfig, load
 
 PREFIX = "freshbench"
 TABLE = "bench.fresh_rows"
@@ -118,23 +118,6 @@ def _q(values: list[float], percent: int) -> float:
 
 
 # -- setup ---------------------------------------------------------------------------------------
-
-
-def _spec(folder: Path) -> Path:
-    spec = json.loads((REPO_ROOT / "connectors" / "auction.json").read_text())
-    spec["name"] = CONNECTOR
-    spec["config"].update(
-        {
-            "topic.prefix": PREFIX,
-            "slot.name": "cdc_fabric_fresh_bench",
-            "publication.name": "cdc_fabric_fresh_bench",
-            "table.include.list": TABLE,
-            "message.prefix.include.list": "cdc-fabric\\.truncate\\.bench\\..*",
-        }
-    )
-    path = folder / f"{CONNECTOR}.json"
-    path.write_text(json.dumps(spec))
-    return path
 
 
 def _free_port() -> int:
@@ -462,7 +445,7 @@ def main() -> None:
     with db.connect(cfg.endpoints) as conn:
         conn.execute(DDL)
     with tempfile.TemporaryDirectory(prefix="fresh-bench-") as folder:
-        spec = _spec(Path(folder))
+        spec = bench_spec(Path(folder), name=CONNECTOR, prefix=PREFIX, table=TABLE)
         cli.main(["connectors", "delete", "--drop-slot", str(spec)])
         if cli.main(["connectors", "apply", str(spec)]) != 0:
             raise SystemExit(f"fabric connectors apply {spec} failed")

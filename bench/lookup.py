@@ -67,10 +67,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg.rows import dict_row
 
+from bench.connectors import bench_spec
 from fabric import cli, db
 from fabric.catalog import read_table_schemas
 from fabric.client import FabricClient
-from fabric.config import REPO_ROOT, FabricConfig, load
+from fabric.config import FabricConfig, load
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.rpc.v1 import fabric_pb2 as pb
@@ -165,23 +166,6 @@ def load_table(cfg: FabricConfig, rows: int) -> None:
 # -- capture -----------------------------------------------------------------------------------
 
 
-def _spec_file(folder: Path) -> Path:
-    spec = json.loads((REPO_ROOT / "connectors" / "auction.json").read_text())
-    spec["name"] = CONNECTOR
-    spec["config"].update(
-        {
-            "topic.prefix": PREFIX,
-            "slot.name": "cdc_fabric_lookup_bench",
-            "publication.name": "cdc_fabric_lookup_bench",
-            "table.include.list": TABLE,
-            "message.prefix.include.list": "cdc-fabric\\.truncate\\.bench\\..*",
-        }
-    )
-    path = folder / f"{CONNECTOR}.json"
-    path.write_text(json.dumps(spec))
-    return path
-
-
 def _topic_records(bootstrap: str) -> int:
     """The sum of the topic's end offsets; 0 when there is no such topic."""
     topic = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics.get(TOPIC)
@@ -240,7 +224,7 @@ def prepare_data(cfg: FabricConfig, rows: int, ports: dict[str, int]) -> None:
             " stop them (SIGTERM to their pid) first"
         )
     with tempfile.TemporaryDirectory(prefix="lookup-bench-") as folder:
-        spec = _spec_file(Path(folder))
+        spec = bench_spec(Path(folder), name=CONNECTOR, prefix=PREFIX, table=TABLE)
         cli.main(["connectors", "delete", "--drop-slot", str(spec)])
         _delete_topic(bootstrap)
         for instance_id in INSTANCE_IDS:

@@ -69,11 +69,10 @@ class PartitionApplier:
     streamed_lsn: int = 0
     streamed_commit_ts_ms: int | None = None
     freshness: FreshnessHistogram = field(default_factory=FreshnessHistogram)
-    # Off while the partition restores: replayed records carry old commits, not freshness.
-    counting_freshness: bool = True
 
-    def apply(self, messages: Sequence[Message]) -> int:
+    def apply(self, messages: Sequence[Message], *, fresh: bool = True) -> int:
         """Apply ``messages`` (this partition's, in offset order); returns the last offset.
+        ``fresh``: count their commit → visible times (not while the partition restores).
 
         The loop runs once per record at 100,000 records/s, so the common path (decode, check
         the route, plan, stage) stays in this one function with its names bound locally.
@@ -124,7 +123,7 @@ class PartitionApplier:
                 skipped += 1
                 continue
             source = event.source
-            if not source.snapshot and source.commit_ts_ms is not None:
+            if fresh and not source.snapshot and source.commit_ts_ms is not None:
                 committed.append(source.commit_ts_ms)
         return self._commit(
             batch,
@@ -156,7 +155,7 @@ class PartitionApplier:
         last = messages[-1].offset()
         assert last is not None
         self.store.commit(batch, last)
-        if committed and self.counting_freshness:
+        if committed:
             self.freshness.observe(committed, time.time() * 1000)
         self._note_streamed(messages)
         return last

@@ -337,7 +337,8 @@ class Materializer:
             part = self._assigned.get(key)
             if part is None:  # revoked while the batch was in flight
                 continue
-            last = part.applier.apply(batch)
+            # A restoring partition replays old commits: they say nothing of freshness.
+            last = part.applier.apply(batch, fresh=part.state is PartitionState.ACTIVE)
             part.position = last + 1
             part.end_offset = max(part.end_offset, part.position)
             self._advance_state(key, part)
@@ -355,7 +356,6 @@ class Materializer:
         now = time.monotonic()
         if part.position >= part.restore_target:
             part.state = PartitionState.ACTIVE
-            part.applier.counting_freshness = True
             log.info(
                 "partition active topic=%s partition=%d restored=%d seconds=%.1f",
                 key[0],
@@ -477,7 +477,6 @@ class Materializer:
             codecs=self._codecs,
         )
         state = PartitionState.RESTORING if start < high else PartitionState.ACTIVE
-        applier.counting_freshness = state is PartitionState.ACTIVE
         part = AssignedPartition(applier, state, start, start, high, high)
         with self._lock:
             self._assigned[(topic, partition)] = part

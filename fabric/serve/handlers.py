@@ -24,33 +24,19 @@ SERVICE_NAME = "fabric.rpc.v1.Fabric"
 
 
 def add_fabric_service(service: FabricService, server: grpc.Server) -> None:
-    handlers = {
-        "Get": grpc.unary_unary_rpc_method_handler(
-            _checked(service.Get),
-            request_deserializer=_parser(pb.GetRequest),
+    """One handler per RPC of the service in the proto, each the servicer method of its name."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Fabric"].methods:
+        handler = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = handler(
+            _checked(getattr(service, method.name)),
+            request_deserializer=_parser(getattr(pb, method.input_type.name)),
             response_serializer=_serialized,
-        ),
-        "BatchGet": grpc.unary_unary_rpc_method_handler(
-            _checked(service.BatchGet),
-            request_deserializer=_parser(pb.BatchGetRequest),
-            response_serializer=_serialized,
-        ),
-        "Scan": grpc.unary_stream_rpc_method_handler(
-            _checked(service.Scan),
-            request_deserializer=_parser(pb.ScanRequest),
-            response_serializer=_serialized,
-        ),
-        "GetTopology": grpc.unary_unary_rpc_method_handler(
-            _checked(service.GetTopology),
-            request_deserializer=_parser(pb.GetTopologyRequest),
-            response_serializer=_serialized,
-        ),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            _checked(service.Watch),
-            request_deserializer=_parser(pb.WatchRequest),
-            response_serializer=_serialized,
-        ),
-    }
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 

@@ -100,11 +100,10 @@ def test_the_applier_counts_streamed_changes_only_and_not_while_restoring(tmp_pa
         applier = make_applier(store, RecordingSink(store))
         # An LSN whose commit time (test_applier's commit_ts) was 20 ms ago.
         lsn = int(time.time() * 1000) - commit_ts(0) - 20
-        applier.counting_freshness = False  # restoring: replayed changes are not fresh
-        applier.apply([msg(0, key(C), upsert("c", item(C), lsn))])
+        # restoring: replayed changes are not fresh
+        applier.apply([msg(0, key(C), upsert("c", item(C), lsn))], fresh=False)
         assert applier.freshness.snapshot().count == 0
 
-        applier.counting_freshness = True
         applier.apply(
             [
                 msg(1, key(A), upsert("r", item(A), lsn + 1)),  # a snapshot row: an old commit
