@@ -97,7 +97,10 @@ def conn(sample: FabricConfig) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def shadow(sample: FabricConfig) -> Iterator[ShadowReads]:
-    with ShadowReads(lambda: db.connect(sample.endpoints), fraction=1.0) as opened:
+    # Room for every sample these tests offer: dropping when full is the unit tests' concern.
+    with ShadowReads(
+        lambda: db.connect(sample.endpoints), fraction=1.0, queue_size=100_000
+    ) as opened:
         yield opened
 
 
