@@ -119,11 +119,12 @@ class LocalTables:
 
     def read_many(
         self, metas: Sequence[KeyQueryMetadata]
-    ) -> tuple[list[StoredRow | None], PartitionPosition]:
-        """The stored rows of keys of one partition, in one multi-get, in the order of
-        ``metas``; raises :class:`NotLocalError` as :meth:`lookup` does."""
+    ) -> tuple[list[bytes | None], PartitionPosition]:
+        """The stored values (:class:`StoredRow`'s encoding) of keys of one partition, in one
+        multi-get, in the order of ``metas``; raises :class:`NotLocalError` as :meth:`lookup`
+        does."""
         store, position = self._local(metas[0])
-        return store.get_many([meta.key for meta in metas]), position
+        return store.get_many_stored([meta.key for meta in metas]), position
 
     def get_many(self, table: str, keys: Sequence[KeyValues]) -> list[Row | None]:
         """The rows of ``keys``, in the order of ``keys``, None where a key has no row."""

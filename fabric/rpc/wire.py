@@ -10,6 +10,14 @@ encoders of :mod:`fabric.rpc.values` would have built, with one deliberate diffe
 that text parsed and printed again (both decode to the same values). tests/unit/test_wire.py
 holds every column type to that.
 
+The per-row work runs in C (:mod:`fabric.rpc._wire`, compiled by every install): a
+:class:`RowWriter` compiles its table's columns into a ``RowPlan`` that writes a row, or a whole
+answer from a stored value, in one call. The C code writes natively only the values it can
+write exactly as the Python writers here do and calls those writers for the rest; wherever
+something may be wrong (an unknown column, a TOAST placeholder, a misfit value, a damaged stored
+value) it declines, and the Python spelling (:meth:`RowWriter.reference_row`) answers or raises
+the error that names it. tests/unit/test_wire_native.py holds the two to each other.
+
 Wire format (protobuf encoding): a field is a varint tag ``number << 3 | wire type`` followed by
 a varint (type 0), eight little-endian bytes (type 1) or a varint length and the bytes (type 2).
 """
@@ -37,6 +45,14 @@ from fabric.core.types import (
 from fabric.errors import MalformedEventError
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.values import value_encoder
+
+try:
+    from fabric.rpc import _wire
+except ImportError as exc:  # a source tree used without installing it
+    raise ImportError(
+        "fabric.rpc._wire, the native half of fabric.rpc.wire, is not built: install cdc-fabric "
+        "with `pip install -e .` (scripts/bootstrap does) on a machine with a C compiler"
+    ) from exc
 
 ValueWriter = Callable[[Any], bytes]  # a Debezium JSON value (not None) → a serialized Value
 
@@ -77,10 +93,44 @@ def length_delimited(number: int, payload: bytes) -> bytes:
 
 
 class AnswerWriter:
-    """Writes the ``Freshness`` of one instance's answers."""
+    """Writes one instance's answers: rows from stored values, and their ``Freshness``."""
 
     def __init__(self, served_by: str) -> None:
         self._served_by = served_by
+        self._served_by_bytes = served_by.encode()
+
+    def get_response(
+        self,
+        writer: RowWriter,
+        stored: bytes | None,
+        *,
+        partition: int,
+        applied_offset: int,
+        lag_records: int,
+    ) -> bytes | None:
+        """A serialized ``GetResponse`` of a stored value (:mod:`fabric.state.row`; None: no
+        such key), or None when the Python path must answer: the stored value is damaged or its
+        row does not fit the writer's definition, and that path says how."""
+        answer: bytes | None = writer.plan.answer(
+            stored, partition, applied_offset, lag_records, self._served_by_bytes, False
+        )
+        return answer
+
+    def lookup_results(
+        self,
+        writer: RowWriter,
+        stored: list[bytes | None],
+        *,
+        partition: int,
+        applied_offset: int,
+        lag_records: int,
+    ) -> list[bytes | None]:
+        """Serialized OK ``LookupResult`` s of stored values of one partition, None for each
+        the Python path must answer (as :meth:`get_response`)."""
+        results: list[bytes | None] = writer.plan.lookup_results(
+            stored, partition, applied_offset, lag_records, self._served_by_bytes
+        )
+        return results
 
     def freshness(
         self,
@@ -138,18 +188,31 @@ class RowWriter:
 
     def __init__(self, table: TableSchema) -> None:
         self.schema = table
-        self._columns = tuple(
-            (
-                c.name,
-                b"\x0a" + varint(len(c.name.encode())) + c.name.encode() + b"\x12",
-                _value_writer(table.qualified, c),
-                placeholders(c.type),
-                _missing(c),
-            )
-            for c in table.columns
-        )
+        columns = []
+        plan = []
+        for column in table.columns:
+            prefix = b"\x0a" + varint(len(column.name.encode())) + column.name.encode() + b"\x12"
+            write = _value_writer(table.qualified, column)
+            toasted = placeholders(column.type)
+            missing = _missing(column)
+            columns.append((column.name, prefix, write, toasted, missing))
+            kind, tag, low, high = _native_kind(column)
+            plan.append((column.name, prefix, kind, tag, low, high, write, toasted, missing))
+        self._columns = tuple(columns)
+        self.plan = _wire.RowPlan(tuple(plan), orjson.loads)
 
     def row(self, image: bytes | Mapping[str, Any], *, ignore_unknown: bool = False) -> bytes:
+        document = orjson.loads(image) if isinstance(image, bytes) else image
+        written: bytes | None = self.plan.row(document, ignore_unknown)
+        if written is not None:
+            return written
+        return self.reference_row(document, ignore_unknown=ignore_unknown)
+
+    def reference_row(
+        self, image: bytes | Mapping[str, Any], *, ignore_unknown: bool = False
+    ) -> bytes:
+        """:meth:`row` spelled in Python: what the native plan must equal, and what answers
+        (or raises) whenever the plan declines."""
         document = orjson.loads(image) if isinstance(image, bytes) else image
         if not ignore_unknown:
             unknown = self.schema.unknown_columns(document)
@@ -190,6 +253,66 @@ def _missing(column: Column) -> bytes:
         return _NULL
     serialized: bytes = value_encoder(column.type)(column.missing).SerializeToString()
     return serialized
+
+
+# The native plan's column kinds (fabric/rpc/_wire.c names the same numbers).
+_NATIVE_PYTHON = 0
+_NATIVE_INTEGER = 1
+_NATIVE_TEXT = 2
+_NATIVE_BOOLEAN = 3
+_NATIVE_DECIMAL = 4
+_NATIVE_DOUBLE = 5
+_NATIVE_TIMESTAMPTZ = 6
+_NATIVE_JSON = 7
+_NATIVE_UUID = 8
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+# Integers the native plan writes as they are: each kind's range, where the Python writer's
+# decoder accepts exactly the integers in it (for dates and timestamps: what Python can hold).
+_INTEGERS: dict[str, tuple[int, int, int]] = {
+    "int2": (0x18, -(2**15), 2**15 - 1),
+    "int4": (0x18, -(2**31), 2**31 - 1),
+    "int8": (0x18, -(2**63), 2**63 - 1),
+    "date": (
+        0x48,
+        date.min.toordinal() - _EPOCH_NAIVE.toordinal(),
+        date.max.toordinal() - _EPOCH_NAIVE.toordinal(),
+    ),
+    "time": (0x50, 0, 86_400_000_000 - 1),
+    "timestamp": (
+        0x58,
+        (datetime.min - _EPOCH_NAIVE) // timedelta(microseconds=1),
+        (datetime.max - _EPOCH_NAIVE) // timedelta(microseconds=1),
+    ),
+}
+_NATIVE: dict[str, tuple[int, int]] = {
+    "numeric": (_NATIVE_DECIMAL, 0x22),
+    "float4": (_NATIVE_DOUBLE, 0x29),
+    "float8": (_NATIVE_DOUBLE, 0x29),
+    "text": (_NATIVE_TEXT, 0x32),
+    "varchar": (_NATIVE_TEXT, 0x32),
+    "bpchar": (_NATIVE_TEXT, 0x32),
+    "bool": (_NATIVE_BOOLEAN, 0x10),
+    "uuid": (_NATIVE_UUID, 0x42),
+    "timestamptz": (_NATIVE_TIMESTAMPTZ, 0x60),
+    "json": (_NATIVE_JSON, 0x72),
+    "jsonb": (_NATIVE_JSON, 0x72),
+}
+
+
+def _native_kind(column: Column) -> tuple[int, int, int, int]:
+    """The native plan's kind, Value tag and integer range for ``column``."""
+    column_type = column.type
+    # The same choice as _value_writer's: what it sends through the message encoder stays there.
+    if column_type.is_array or column_type.base not in _DIRECT:
+        return _NATIVE_PYTHON, 0, 0, 0
+    if column_type.is_enum:
+        return _NATIVE_TEXT, 0x32, 0, 0
+    if column_type.base in _INTEGERS:
+        tag, low, high = _INTEGERS[column_type.base]
+        return _NATIVE_INTEGER, tag, low, high
+    kind, tag = _NATIVE.get(column_type.base, (_NATIVE_PYTHON, 0))
+    return kind, tag, 0, 0
 
 
 def _value_writer(table: str, column: Column) -> ValueWriter:
@@ -252,7 +375,8 @@ def _direct_decimal(decode: Decode, misfit: Misfit) -> ValueWriter:
         if type(value) is str and _NUMERIC.fullmatch(value):
             encoded = value.encode()
         else:
-            encoded = _NUMERIC_SPECIAL.get(value) or str(decode(value)).encode()
+            special = _NUMERIC_SPECIAL.get(value) if type(value) is str else None
+            encoded = special or str(decode(value)).encode()
         return b"\x22" + varint(len(encoded)) + encoded
 
     return write
@@ -327,7 +451,7 @@ def _direct_bytes(decode: Decode, misfit: Misfit) -> ValueWriter:
             decode(value)
         try:
             raw = base64.b64decode(value, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: not ASCII
             raise misfit(value, "is not base64") from None
         return b"\x3a" + varint(len(raw)) + raw
 

@@ -128,11 +128,21 @@ class FabricService(pb_grpc.FabricServicer):
             if served is not None:
                 store, position = served
                 try:
-                    stored = store.get(meta.key)
+                    stored = store.get_stored(meta.key)
                 except StoreError:
                     pass  # closed as the partition moves away: the routed way below retries
                 else:
-                    return get_response(*self._answer(meta.table, meta.partition, stored, position))
+                    answer = self._answers.get_response(
+                        self._writer(meta.table),
+                        stored,
+                        partition=meta.partition,
+                        applied_offset=position.position - 1,
+                        lag_records=position.lag,
+                    )
+                    if answer is not None:
+                        return answer
+                    row = None if stored is None else StoredRow.decode(stored)
+                    return get_response(*self._answer(meta.table, meta.partition, row, position))
             return self._get_one(
                 meta, request, _deadline(context), forwarded=_is_forwarded(context)
             )
@@ -279,15 +289,25 @@ class FabricService(pb_grpc.FabricServicer):
     ) -> None:
         """The lookups of one partition this instance serves, read in one multi-get."""
         try:
-            stored_rows, position = self._tables.read_many([meta for _, meta in items])
+            stored_values, position = self._tables.read_many([meta for _, meta in items])
         except (NotLocalError, StoreError):
             waiting.extend(items)
             return
-        for (index, meta), stored in zip(items, stored_rows, strict=True):
+        table, partition = items[0][1].table, items[0][1].partition  # one partition: one table
+        answers = self._answers.lookup_results(
+            self._writer(table),
+            stored_values,
+            partition=partition,
+            applied_offset=position.position - 1,
+            lag_records=position.lag,
+        )
+        for (index, _), stored, answer in zip(items, stored_values, answers, strict=True):
+            if answer is not None:
+                results[index] = answer
+                continue
             try:
-                results[index] = lookup_result(
-                    *self._answer(meta.table, meta.partition, stored, position)
-                )
+                row = None if stored is None else StoredRow.decode(stored)
+                results[index] = lookup_result(*self._answer(table, partition, row, position))
             except FabricError as exc:
                 results[index] = _failed(_code_of(exc), str(exc))
 

@@ -179,15 +179,25 @@ class PartitionStore:
 
     def get(self, key: bytes) -> StoredRow | None:
         """The row stored under ``key``, or ``None`` if there is none."""
+        value = self.get_stored(key)
+        return None if value is None else StoredRow.decode(value)
+
+    def get_stored(self, key: bytes) -> bytes | None:
+        """:meth:`get` undecoded: the stored value (:class:`StoredRow`'s encoding)."""
         db = self._require_open()
         try:
-            value = db.get(key)
+            value: bytes | None = db.get(key)
         except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
             raise _translate(exc, self._path, "read") from exc
-        return None if value is None else StoredRow.decode(value)
+        return value
 
     def get_many(self, keys: Sequence[bytes]) -> list[StoredRow | None]:
         """The rows under ``keys``, in the order of ``keys``, ``None`` where a key has none."""
+        values = self.get_many_stored(keys)
+        return [None if value is None else StoredRow.decode(value) for value in values]
+
+    def get_many_stored(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """:meth:`get_many` undecoded, as :meth:`get_stored`."""
         if not keys:
             return []
         db = self._require_open()
@@ -195,7 +205,7 @@ class PartitionStore:
             values: list[bytes | None] = cast("list[bytes | None]", db.get(list(keys)))
         except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
             raise _translate(exc, self._path, "read") from exc
-        return [None if value is None else StoredRow.decode(value) for value in values]
+        return values
 
     def scan(
         self, start: bytes | None = None, end: bytes | None = None, limit: int | None = None
