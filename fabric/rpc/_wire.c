@@ -18,7 +18,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Column kinds; fabric/rpc/wire.py names the same numbers. */
@@ -42,6 +45,7 @@ enum {
 #define STORED_NO_COMMIT_TS 0x02
 
 static const char NULL_VALUE[2] = {0x08, 0x00};
+#define MAX_TOASTED 4
 
 /* -- an output buffer ----------------------------------------------------------------------- */
 
@@ -138,6 +142,12 @@ typedef struct {
     PyObject *write;   /* the column's Python writer: value -> bytes, raising on a misfit */
     PyObject *toasted; /* tuple: Debezium's TOAST placeholder spellings for the column */
     PyObject *missing; /* bytes: the Value of a column the image lacks */
+    /* The UTF-8 of the name and of the string TOAST spellings, for reading stored JSON. */
+    const char *name_utf8;
+    Py_ssize_t name_len;
+    int ntoasted;
+    const char *toasted_utf8[MAX_TOASTED];
+    Py_ssize_t toasted_len[MAX_TOASTED];
 } Column;
 
 typedef struct {
@@ -340,6 +350,29 @@ static int encode_native(const Column *c, PyObject *plan_loads, PyObject *v, Enc
     }
 }
 
+static int append_field(const Column *c, const Encoded *e, Buffer *out) {
+    Py_ssize_t size = e->head_len + e->data_len;
+    Py_ssize_t prefix_len = PyBytes_GET_SIZE(c->prefix);
+    Py_ssize_t field = prefix_len + varint_size((uint64_t)size) + size;
+    if (buffer_reserve(out, 1 + 10 + field) < 0) {
+        return -1;
+    }
+    char *p = out->data + out->len;
+    *p++ = 0x0a;
+    p += put_varint((unsigned char *)p, (uint64_t)field);
+    memcpy(p, PyBytes_AS_STRING(c->prefix), (size_t)prefix_len);
+    p += prefix_len;
+    p += put_varint((unsigned char *)p, (uint64_t)size);
+    memcpy(p, e->head, (size_t)e->head_len);
+    p += e->head_len;
+    if (e->data_len) {
+        memcpy(p, e->data, (size_t)e->data_len);
+        p += e->data_len;
+    }
+    out->len = p - out->data;
+    return 0;
+}
+
 /* -- a row ---------------------------------------------------------------------------------- */
 
 /* 1: the Row's fields appended to `out`; 0: declined (the Python path must answer, and may
@@ -388,25 +421,7 @@ static int write_row(RowPlan *plan, PyObject *document, int ignore_unknown, Buff
                 }
             }
         }
-        Py_ssize_t size = e.head_len + e.data_len;
-        Py_ssize_t prefix_len = PyBytes_GET_SIZE(c->prefix);
-        Py_ssize_t field = prefix_len + varint_size((uint64_t)size) + size;
-        int failed = buffer_reserve(out, 1 + 10 + field) < 0;
-        if (!failed) {
-            char *p = out->data + out->len;
-            *p++ = 0x0a;
-            p += put_varint((unsigned char *)p, (uint64_t)field);
-            memcpy(p, PyBytes_AS_STRING(c->prefix), (size_t)prefix_len);
-            p += prefix_len;
-            p += put_varint((unsigned char *)p, (uint64_t)size);
-            memcpy(p, e.head, (size_t)e.head_len);
-            p += e.head_len;
-            if (e.data_len) {
-                memcpy(p, e.data, (size_t)e.data_len);
-                p += e.data_len;
-            }
-            out->len = p - out->data;
-        }
+        int failed = append_field(c, &e, out) < 0;
         Py_XDECREF(e.owned);
         if (failed) {
             return -1;
@@ -416,6 +431,556 @@ static int write_row(RowPlan *plan, PyObject *document, int ignore_unknown, Buff
         return 0; /* columns the definition lacks */
     }
     return 1;
+}
+
+/* -- a row straight from the stored JSON ---------------------------------------------------- */
+
+/* Most stored images are flat JSON objects of strings, numbers, booleans and nulls; those are
+ * written here straight from their text, without building Python objects. Anything else
+ * (nested values, a column of a Python-written kind, an unknown or repeated column, text that is
+ * not strict JSON or UTF-8, a TOAST placeholder) declines to write_row above. */
+
+#define SCAN_MAX_DEPTH 128
+
+typedef struct {
+    const char *p;
+    const char *end;
+} Cursor;
+
+enum { TOKEN_STRING, TOKEN_NUMBER, TOKEN_TRUE, TOKEN_FALSE, TOKEN_NULL, TOKEN_NESTED };
+
+typedef struct {
+    int present;
+    int token;
+    const char *start; /* a string's content between its quotes; a number's text */
+    Py_ssize_t len;
+    int escaped;       /* a string holding backslash escapes */
+    int fraction;      /* a number with a fraction or an exponent */
+} Span;
+
+static void skip_space(Cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) {
+        c->p++;
+    }
+}
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int valid_utf8(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        int more;
+        unsigned int cp;
+        if (b >= 0xC2 && b <= 0xDF) {
+            more = 1;
+            cp = b & 0x1F;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            more = 2;
+            cp = b & 0x0F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            more = 3;
+            cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= more) {
+            return 0;
+        }
+        for (int k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) {
+                return 0;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (more == 3 && (cp < 0x10000 || cp > 0x10FFFF))) {
+            return 0;
+        }
+        i += more + 1;
+    }
+    return 1;
+}
+
+static int hex4(const char *s, unsigned int *out) {
+    unsigned int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char h = s[i];
+        v <<= 4;
+        if (h >= '0' && h <= '9') {
+            v |= (unsigned int)(h - '0');
+        } else if (h >= 'a' && h <= 'f') {
+            v |= (unsigned int)(h - 'a' + 10);
+        } else if (h >= 'A' && h <= 'F') {
+            v |= (unsigned int)(h - 'A' + 10);
+        } else {
+            return 0;
+        }
+    }
+    *out = v;
+    return 1;
+}
+
+/* A string token at the cursor (on its opening quote): its content span, checked for control
+ * characters and escape syntax (not yet for UTF-8). */
+static int scan_string(Cursor *c, Span *span) {
+    c->p++;
+    span->start = c->p;
+    span->escaped = 0;
+    while (c->p < c->end) {
+        unsigned char ch = (unsigned char)*c->p;
+        if (ch == '"') {
+            span->len = c->p - span->start;
+            c->p++;
+            return 1;
+        }
+        if (ch < 0x20) {
+            return 0;
+        }
+        if (ch == '\\') {
+            span->escaped = 1;
+            if (c->p + 1 >= c->end) {
+                return 0;
+            }
+            char e = c->p[1];
+            if (e == 'u') {
+                unsigned int ignored;
+                if (c->p + 6 > c->end || !hex4(c->p + 2, &ignored)) {
+                    return 0;
+                }
+                c->p += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == '\0') {
+                return 0;
+            }
+            c->p += 2;
+            continue;
+        }
+        c->p++;
+    }
+    return 0;
+}
+
+static int scan_number(Cursor *c, Span *span) {
+    const char *p = c->p;
+    span->start = p;
+    span->fraction = 0;
+    if (p < c->end && *p == '-') {
+        p++;
+    }
+    if (p >= c->end || !is_digit(*p)) {
+        return 0;
+    }
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < c->end && is_digit(*p)) {
+            p++;
+        }
+    }
+    if (p < c->end && *p == '.') {
+        span->fraction = 1;
+        p++;
+        if (p >= c->end || !is_digit(*p)) {
+            return 0;
+        }
+        while (p < c->end && is_digit(*p)) {
+            p++;
+        }
+    }
+    if (p < c->end && (*p == 'e' || *p == 'E')) {
+        span->fraction = 1;
+        p++;
+        if (p < c->end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (p >= c->end || !is_digit(*p)) {
+            return 0;
+        }
+        while (p < c->end && is_digit(*p)) {
+            p++;
+        }
+    }
+    span->len = p - span->start;
+    c->p = p;
+    return 1;
+}
+
+static int scan_literal(Cursor *c, const char *word, Py_ssize_t n) {
+    if (c->end - c->p < n || memcmp(c->p, word, (size_t)n) != 0) {
+        return 0;
+    }
+    c->p += n;
+    return 1;
+}
+
+/* Any JSON value at the cursor, strictly (RFC 8259), at most SCAN_MAX_DEPTH deep. */
+static int skip_value(Cursor *c, int depth) {
+    Span ignored;
+    skip_space(c);
+    if (c->p >= c->end) {
+        return 0;
+    }
+    switch (*c->p) {
+    case '"':
+        return scan_string(c, &ignored);
+    case 't':
+        return scan_literal(c, "true", 4);
+    case 'f':
+        return scan_literal(c, "false", 5);
+    case 'n':
+        return scan_literal(c, "null", 4);
+    case '[':
+    case '{': {
+        char close = *c->p == '[' ? ']' : '}';
+        int object = close == '}';
+        if (depth >= SCAN_MAX_DEPTH) {
+            return 0;
+        }
+        c->p++;
+        skip_space(c);
+        if (c->p < c->end && *c->p == close) {
+            c->p++;
+            return 1;
+        }
+        for (;;) {
+            if (object) {
+                skip_space(c);
+                if (c->p >= c->end || *c->p != '"' || !scan_string(c, &ignored)) {
+                    return 0;
+                }
+                skip_space(c);
+                if (c->p >= c->end || *c->p != ':') {
+                    return 0;
+                }
+                c->p++;
+            }
+            if (!skip_value(c, depth + 1)) {
+                return 0;
+            }
+            skip_space(c);
+            if (c->p >= c->end) {
+                return 0;
+            }
+            if (*c->p == ',') {
+                c->p++;
+                continue;
+            }
+            if (*c->p == close) {
+                c->p++;
+                return 1;
+            }
+            return 0;
+        }
+    }
+    default:
+        return scan_number(c, &ignored);
+    }
+}
+
+/* A string's content unescaped into `out` (appended): 1, or 0 for a lone surrogate. */
+static int unescape(const char *s, Py_ssize_t n, Buffer *out) {
+    if (buffer_reserve(out, n) < 0) {
+        return -1;
+    }
+    char *w = out->data + out->len;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (s[i] != '\\') {
+            *w++ = s[i++];
+            continue;
+        }
+        char e = s[i + 1];
+        i += 2;
+        if (e != 'u') {
+            *w++ = e == 'b' ? '\b' : e == 'f' ? '\f' : e == 'n' ? '\n' : e == 'r' ? '\r'
+                 : e == 't' ? '\t' : e;
+            continue;
+        }
+        unsigned int cp;
+        hex4(s + i, &cp);
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            unsigned int low;
+            if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || !hex4(s + i + 2, &low) ||
+                low < 0xDC00 || low > 0xDFFF) {
+                return 0;
+            }
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return 0;
+        }
+        /* A \u escape never writes more bytes than its six characters took. */
+        if (cp < 0x80) {
+            *w++ = (char)cp;
+        } else if (cp < 0x800) {
+            *w++ = (char)(0xC0 | (cp >> 6));
+            *w++ = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            *w++ = (char)(0xE0 | (cp >> 12));
+            *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+            *w++ = (char)(0x80 | (cp & 0x3F));
+        } else {
+            *w++ = (char)(0xF0 | (cp >> 18));
+            *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+            *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+            *w++ = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    out->len = w - out->data;
+    return 1;
+}
+
+static int parse_int64(const char *s, Py_ssize_t n, long long *out) {
+    int negative = s[0] == '-';
+    unsigned long long v = 0;
+    Py_ssize_t i = negative;
+    if (n - i > 19) {
+        return 0;
+    }
+    for (; i < n; i++) {
+        v = v * 10 + (unsigned long long)(s[i] - '0');
+    }
+    if (negative ? v > 9223372036854775808ULL : v > 9223372036854775807ULL) {
+        return 0;
+    }
+    *out = negative ? (long long)(0 - v) : (long long)v;
+    return 1;
+}
+
+/* One column's Value from its span: 1 written into `e` (text into `scratch`), 0 declined,
+ * -1 error. */
+static int encode_span(const Column *c, const Span *span, Encoded *e, Buffer *scratch) {
+    switch (c->kind) {
+    case KIND_INTEGER: {
+        long long n;
+        if (span->token != TOKEN_NUMBER || span->fraction ||
+            !parse_int64(span->start, span->len, &n) || n < c->low || n > c->high) {
+            return 0;
+        }
+        head_tag_varint(e, c->tag, (uint64_t)n);
+        return 1;
+    }
+    case KIND_BOOLEAN:
+        if (span->token != TOKEN_TRUE && span->token != TOKEN_FALSE) {
+            return 0;
+        }
+        e->head[0] = c->tag;
+        e->head[1] = span->token == TOKEN_TRUE;
+        e->head_len = 2;
+        return 1;
+    case KIND_DOUBLE: {
+        char text[64];
+        if (span->token != TOKEN_NUMBER || !span->fraction || span->len >= (Py_ssize_t)sizeof(text)) {
+            return 0;
+        }
+        memcpy(text, span->start, (size_t)span->len);
+        text[span->len] = '\0';
+        char *end;
+        errno = 0;
+        double d = strtod(text, &end);
+        if (errno || end != text + span->len || !isfinite(d)) {
+            return 0; /* out of range or subnormal: the Python way */
+        }
+        e->head[0] = c->tag;
+        if (PyFloat_Pack8(d, (char *)e->head + 1, 1) < 0) {
+            return -1;
+        }
+        e->head_len = 9;
+        return 1;
+    }
+    case KIND_TEXT:
+    case KIND_DECIMAL:
+    case KIND_TIMESTAMPTZ:
+    case KIND_JSON:
+    case KIND_UUID: {
+        if (span->token != TOKEN_STRING) {
+            return 0;
+        }
+        const char *s = span->start;
+        Py_ssize_t n = span->len;
+        if (span->escaped) {
+            scratch->len = 0;
+            int done = unescape(span->start, span->len, scratch);
+            if (done <= 0) {
+                return done;
+            }
+            s = scratch->data;
+            n = scratch->len;
+        }
+        if (!valid_utf8((const unsigned char *)s, n)) {
+            return 0;
+        }
+        for (int t = 0; t < c->ntoasted; t++) {
+            if (n == c->toasted_len[t] && memcmp(s, c->toasted_utf8[t], (size_t)n) == 0) {
+                return 0;
+            }
+        }
+        if (c->kind == KIND_TIMESTAMPTZ) {
+            int ok;
+            long long micros = utc_micros(s, n, &ok);
+            if (!ok) {
+                return 0;
+            }
+            head_tag_varint(e, c->tag, (uint64_t)micros);
+            return 1;
+        }
+        if ((c->kind == KIND_DECIMAL && !plain_decimal(s, n)) ||
+            (c->kind == KIND_UUID && !canonical_uuid(s, n))) {
+            return 0;
+        }
+        if (c->kind == KIND_JSON) {
+            Cursor inner = {s, s + n};
+            if (!skip_value(&inner, 0)) {
+                return 0;
+            }
+            skip_space(&inner);
+            if (inner.p != inner.end) {
+                return 0;
+            }
+        }
+        head_tag_varint(e, c->tag, (uint64_t)n);
+        e->data = s;
+        e->data_len = n;
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* 1: the Row's fields appended to `out`; 0: declined; -1: an error is set. */
+static int scan_row(RowPlan *plan, const char *json, Py_ssize_t n, Buffer *out) {
+    Span spans_inline[32];
+    Span *spans = spans_inline;
+    if (plan->ncolumns > 32) {
+        spans = PyMem_Calloc((size_t)plan->ncolumns, sizeof(Span));
+        if (spans == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    } else {
+        memset(spans, 0, sizeof(Span) * (size_t)plan->ncolumns);
+    }
+    Buffer scratch;
+    buffer_init(&scratch);
+    int result = 0;
+    Cursor c = {json, json + n};
+    skip_space(&c);
+    if (c.p >= c.end || *c.p != '{') {
+        goto done;
+    }
+    c.p++;
+    skip_space(&c);
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+    } else {
+        for (;;) {
+            Span key;
+            skip_space(&c);
+            if (c.p >= c.end || *c.p != '"' || !scan_string(&c, &key) || key.escaped) {
+                goto done;
+            }
+            Py_ssize_t column = -1;
+            for (Py_ssize_t i = 0; i < plan->ncolumns; i++) {
+                const Column *col = &plan->columns[i];
+                if (col->name_len == key.len && memcmp(col->name_utf8, key.start, (size_t)key.len) == 0) {
+                    column = i;
+                    break;
+                }
+            }
+            if (column < 0 || spans[column].present || plan->columns[column].kind == KIND_PYTHON) {
+                goto done; /* unknown, repeated, or written in Python */
+            }
+            skip_space(&c);
+            if (c.p >= c.end || *c.p != ':') {
+                goto done;
+            }
+            c.p++;
+            skip_space(&c);
+            if (c.p >= c.end) {
+                goto done;
+            }
+            Span *span = &spans[column];
+            span->present = 1;
+            int ok;
+            switch (*c.p) {
+            case '"':
+                span->token = TOKEN_STRING;
+                ok = scan_string(&c, span);
+                break;
+            case 't':
+                span->token = TOKEN_TRUE;
+                ok = scan_literal(&c, "true", 4);
+                break;
+            case 'f':
+                span->token = TOKEN_FALSE;
+                ok = scan_literal(&c, "false", 5);
+                break;
+            case 'n':
+                span->token = TOKEN_NULL;
+                ok = scan_literal(&c, "null", 4);
+                break;
+            case '[':
+            case '{':
+                ok = 0; /* nested: the Python values path */
+                break;
+            default:
+                span->token = TOKEN_NUMBER;
+                ok = scan_number(&c, span);
+            }
+            if (!ok) {
+                goto done;
+            }
+            skip_space(&c);
+            if (c.p < c.end && *c.p == ',') {
+                c.p++;
+                continue;
+            }
+            if (c.p < c.end && *c.p == '}') {
+                c.p++;
+                break;
+            }
+            goto done;
+        }
+    }
+    skip_space(&c);
+    if (c.p != c.end) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < plan->ncolumns; i++) {
+        const Column *col = &plan->columns[i];
+        Encoded e = {.head_len = 0, .data = NULL, .data_len = 0, .owned = NULL};
+        if (!spans[i].present) {
+            e.data = PyBytes_AS_STRING(col->missing);
+            e.data_len = PyBytes_GET_SIZE(col->missing);
+        } else if (spans[i].token == TOKEN_NULL) {
+            e.data = NULL_VALUE;
+            e.data_len = 2;
+        } else {
+            int done = encode_span(col, &spans[i], &e, &scratch);
+            if (done <= 0) {
+                result = done;
+                goto done;
+            }
+        }
+        if (append_field(col, &e, out) < 0) {
+            result = -1;
+            goto done;
+        }
+    }
+    result = 1;
+done:
+    buffer_free(&scratch);
+    if (spans != spans_inline) {
+        PyMem_Free(spans);
+    }
+    return result;
 }
 
 /* -- freshness and the answers around a row ------------------------------------------------- */
@@ -476,23 +1041,31 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
         f->lsn = (v[1] & STORED_NO_LSN) ? 0 : lsn;
         f->commit_time_ms = (v[1] & STORED_NO_COMMIT_TS) ? 0 : commit_ts_ms;
         f->offset = offset;
-        PyObject *image = PyMemoryView_FromMemory((char *)v + STORED_HEADER,
-                                                  n - STORED_HEADER, PyBUF_READ);
-        if (image == NULL) {
-            result = -1;
+        result = scan_row(plan, (const char *)v + STORED_HEADER, n - STORED_HEADER, &row);
+        if (result < 0) {
             goto done;
         }
-        PyObject *document = PyObject_CallOneArg(plan->loads, image);
-        Py_DECREF(image);
-        if (document == NULL) {
-            PyErr_Clear();
-            result = 0;
-            goto done;
-        }
-        result = write_row(plan, document, 0, &row);
-        Py_DECREF(document);
-        if (result <= 0) {
-            goto done;
+        if (result == 0) {
+            /* Through Python values: nested values, Python-written columns, anything odd. */
+            row.len = 0;
+            PyObject *image = PyMemoryView_FromMemory((char *)v + STORED_HEADER,
+                                                      n - STORED_HEADER, PyBUF_READ);
+            if (image == NULL) {
+                result = -1;
+                goto done;
+            }
+            PyObject *document = PyObject_CallOneArg(plan->loads, image);
+            Py_DECREF(image);
+            if (document == NULL) {
+                PyErr_Clear();
+                result = 0;
+                goto done;
+            }
+            result = write_row(plan, document, 0, &row);
+            Py_DECREF(document);
+            if (result <= 0) {
+                goto done;
+            }
         }
     } else {
         f->lsn = 0;
@@ -591,6 +1164,28 @@ static int plan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
         }
         c->kind = kind;
         c->tag = (unsigned char)tag;
+        c->name_utf8 = PyUnicode_AsUTF8AndSize(c->name, &c->name_len);
+        if (c->name_utf8 == NULL) {
+            return -1;
+        }
+        c->ntoasted = 0;
+        for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(c->toasted); t++) {
+            PyObject *spelling = PyTuple_GET_ITEM(c->toasted, t);
+            if (!PyUnicode_Check(spelling)) {
+                continue;
+            }
+            if (c->ntoasted == MAX_TOASTED) {
+                PyErr_Format(PyExc_ValueError, "column %zd: more than %d TOAST spellings", i,
+                             MAX_TOASTED);
+                return -1;
+            }
+            c->toasted_utf8[c->ntoasted] =
+                PyUnicode_AsUTF8AndSize(spelling, &c->toasted_len[c->ntoasted]);
+            if (c->toasted_utf8[c->ntoasted] == NULL) {
+                return -1;
+            }
+            c->ntoasted++;
+        }
     }
     Py_INCREF(loads);
     Py_XSETREF(self->loads, loads);
@@ -609,6 +1204,24 @@ static PyObject *plan_row(RowPlan *self, PyObject *const *args, Py_ssize_t nargs
     Buffer out;
     buffer_init(&out);
     int written = write_row(self, args[0], ignore_unknown, &out);
+    PyObject *result = NULL;
+    if (written > 0) {
+        result = PyBytes_FromStringAndSize(out.data, out.len);
+    } else if (written == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    buffer_free(&out);
+    return result;
+}
+
+static PyObject *plan_scan(RowPlan *self, PyObject *image) {
+    if (!PyBytes_Check(image)) {
+        PyErr_SetString(PyExc_TypeError, "scan(image: bytes)");
+        return NULL;
+    }
+    Buffer out;
+    buffer_init(&out);
+    int written = scan_row(self, PyBytes_AS_STRING(image), PyBytes_GET_SIZE(image), &out);
     PyObject *result = NULL;
     if (written > 0) {
         result = PyBytes_FromStringAndSize(out.data, out.len);
@@ -708,6 +1321,9 @@ static PyMethodDef plan_methods[] = {
     {"row", (PyCFunction)(void (*)(void))plan_row, METH_FASTCALL,
      "row(document, ignore_unknown) -> bytes | None: the serialized Row, or None when the "
      "Python writer must answer."},
+    {"scan", (PyCFunction)plan_scan, METH_O,
+     "scan(image: bytes) -> bytes | None: the serialized Row of a stored JSON image read "
+     "straight from its text, or None when it must go through Python values."},
     {"answer", (PyCFunction)(void (*)(void))plan_answer, METH_FASTCALL,
      "answer(stored, partition, applied_offset, lag_records, served_by, lookup) -> bytes | None: "
      "a serialized GetResponse (LookupResult when lookup) of a stored value or None (not found)."},

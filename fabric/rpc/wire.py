@@ -202,8 +202,12 @@ class RowWriter:
         self.plan = _wire.RowPlan(tuple(plan), orjson.loads)
 
     def row(self, image: bytes | Mapping[str, Any], *, ignore_unknown: bool = False) -> bytes:
+        if isinstance(image, bytes):
+            written: bytes | None = self.plan.scan(image)
+            if written is not None:
+                return written
         document = orjson.loads(image) if isinstance(image, bytes) else image
-        written: bytes | None = self.plan.row(document, ignore_unknown)
+        written = self.plan.row(document, ignore_unknown)
         if written is not None:
             return written
         return self.reference_row(document, ignore_unknown=ignore_unknown)

@@ -7,10 +7,16 @@ difference: a method may answer with bytes, a message already written to the wir
 A request body that does not parse as the method's request message is answered
 INVALID_ARGUMENT saying so; gRPC's own handling of a failed deserializer answers INTERNAL, which
 tells the caller nothing.
+
+Once the server's ``refusing`` event is set (the last second of a graceful stop), every new call
+is answered UNAVAILABLE, which clients retry on another instance; a call that reaches a server as
+it stops would be answered CANCELLED instead (grpc/grpc#41785), which clients rightly do not
+retry. The check is here rather than in a server interceptor, which every call would pay for.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +29,9 @@ from fabric.serve.service import FabricService
 SERVICE_NAME = "fabric.rpc.v1.Fabric"
 
 
-def add_fabric_service(service: FabricService, server: grpc.Server) -> None:
+def add_fabric_service(
+    service: FabricService, server: grpc.Server, refusing: threading.Event
+) -> None:
     """One handler per RPC of the service in the proto, each the servicer method of its name."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name["Fabric"].methods:
@@ -33,7 +41,7 @@ def add_fabric_service(service: FabricService, server: grpc.Server) -> None:
             else grpc.unary_unary_rpc_method_handler
         )
         handlers[method.name] = handler(
-            _checked(getattr(service, method.name)),
+            _checked(getattr(service, method.name), refusing),
             request_deserializer=_parser(getattr(pb, method.input_type.name)),
             response_serializer=_serialized,
         )
@@ -73,8 +81,12 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
     return parse_request
 
 
-def _checked(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+def _checked(
+    method: Callable[[Any, grpc.ServicerContext], Any], refusing: threading.Event
+) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if refusing.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this instance is stopping; ask another one")
         if type(request) is UndecodableRequest:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         return method(request, context)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import replace
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -57,10 +56,9 @@ class FabricServer:
         self.me = HostInfo(settings.instance_id, self.endpoint)
         self._cfg = cfg
         self._catalog = Catalog(lambda: db.connect(cfg.endpoints))
-        self._refuser = _Refuser()
+        self._refusing = threading.Event()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=serve.workers, thread_name_prefix="grpc"),
-            interceptors=[self._refuser],
             # Without this, a second server binds the same port silently and steals half the calls.
             options=[("grpc.so_reuseport", 0)],
         )
@@ -82,7 +80,7 @@ class FabricServer:
         self._service = FabricService(
             self.me, self.materializer, self._catalog, self.topology, self._peers
         )
-        add_fabric_service(self._service, self._server)
+        add_fabric_service(self._service, self._server, self._refusing)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -122,7 +120,7 @@ class FabricServer:
         self._release.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._refuser.refusing.set()
+        self._refusing.set()
         time.sleep(_REFUSE_S)  # calls in flight finish; clients told UNAVAILABLE move on
         self._server.stop(grace=_DRAIN_S).wait()
         self._service.close()
@@ -217,28 +215,3 @@ class FabricServer:
         )
         self._health.set("", status)
         self._health.set(SERVICE_NAME, status)
-
-
-class _Refuser(grpc.ServerInterceptor):
-    """Once ``refusing`` is set, answers every new call UNAVAILABLE, which clients retry on
-    another instance. A call that reaches a server as it stops is answered CANCELLED instead
-    (grpc/grpc#41785), which clients rightly do not retry."""
-
-    def __init__(self) -> None:
-        self.refusing = threading.Event()
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if not self.refusing.is_set():
-            return continuation(handler_call_details)
-        return _REFUSED
-
-
-def _refuse(request: object, context: grpc.ServicerContext) -> None:
-    context.abort(grpc.StatusCode.UNAVAILABLE, "this instance is stopping; ask another one")
-
-
-_REFUSED: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_refuse)

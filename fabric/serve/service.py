@@ -49,6 +49,7 @@ from fabric.rpc.wire import (
     lookup_result,
 )
 from fabric.serve.bounds import ReadBounds
+from fabric.serve.owned import OwnedGets
 from fabric.serve.peers import Peers
 from fabric.serve.scanning import (
     parse_scan_token,
@@ -109,6 +110,7 @@ class FabricService(pb_grpc.FabricServicer):
         self._answers = AnswerWriter(me.instance_id)
         self._forwarding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="forward")
         self._bounds = ReadBounds(materializer)
+        self._owned = OwnedGets(catalog, materializer, self._answers, self._writer)
 
     def close(self) -> None:
         """Once the server has drained: no call forwards any more."""
@@ -119,11 +121,14 @@ class FabricService(pb_grpc.FabricServicer):
 
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> bytes:
         """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
+        answer = self._owned.answer(request)
+        if answer is not None:
+            return answer
         with _status_of(context):
             meta = self._metadata(_qualified(request.table), request.key)
             if request.HasField("bound"):
                 self._bounds.wait(meta, request.bound, _deadline(context))
-            # Most lookups reach the owner: answered here without the routing machinery.
+            # Other keys reaching their owner: answered here without the routing machinery.
             served = self._materializer.serving(meta.topic, meta.partition)
             if served is not None:
                 store, position = served

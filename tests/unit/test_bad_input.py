@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from fabric.core.admission import foreign_table, key_mismatch, tombstone_key_pro
 from fabric.core.events import ChangeEvent, Op, Source, TruncateMarker
 from fabric.errors import InvalidKeyError, MalformedEventError, UnknownTableError
 from fabric.rpc.v1 import fabric_pb2 as pb
+from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_key, decode_table, decode_value
 from fabric.serve import watch
 from fabric.serve.handlers import SERVICE_NAME, add_fabric_service
@@ -44,7 +46,7 @@ def channel() -> Iterator[grpc.Channel]:
     from concurrent.futures import ThreadPoolExecutor
 
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    add_fabric_service(_Answering(), server)  # type: ignore[arg-type]
+    add_fabric_service(_Answering(), server, threading.Event())  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -264,3 +266,24 @@ def test_watch_shows_a_truncate_marker_from_the_marker_topic() -> None:
     value = _value(TruncateMarker("public.users", 10, None))
     shown = _watched(b'{"p":1}', value, at_marker_topic=True)
     assert shown is not None and shown.kind == pb.WatchEvent.TRUNCATE
+
+
+def test_a_stopping_server_refuses_every_call_as_unavailable() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    refusing = threading.Event()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    add_fabric_service(_Answering(), server, refusing)  # type: ignore[arg-type]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as opened:
+            stub = pb_grpc.FabricStub(opened)  # type: ignore[no-untyped-call]
+            assert not stub.Get(pb.GetRequest(table="t"), timeout=5).found
+            refusing.set()
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Get(pb.GetRequest(table="t"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "stopping" in (refused.value.details() or "")
+    finally:
+        server.stop(grace=None)

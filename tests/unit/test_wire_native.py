@@ -8,6 +8,7 @@ answers composed in Python.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -408,3 +409,128 @@ def test_plan_columns_are_checked() -> None:
         type(writer.plan)(((1, 2),), orjson.loads)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="kind"):
         type(writer.plan)((("v", b"", 99, 0, 0, 0, str, (), b""),), orjson.loads)
+
+
+# -- rows read straight from the stored JSON text ----------------------------------------------
+
+
+def _spellings(document: dict[str, Any]) -> list[bytes]:
+    """The same document as different JSON texts: compact, escaped to ASCII, spaced."""
+    import json
+
+    texts = [orjson.dumps(document)]
+    try:
+        texts.append(json.dumps(document, ensure_ascii=True).encode())
+        texts.append(json.dumps(document, indent=1, ensure_ascii=False).encode())
+    except ValueError:
+        pass  # NaN and friends have no strict JSON spelling
+    return texts
+
+
+def _scanned_same_or_declined(writer: RowWriter, document: dict[str, Any]) -> list[bytes | None]:
+    """Each spelling of ``document`` is read as the Python path reads what orjson parses of it
+    (orjson writes a float infinity as null, for one)."""
+    scanned = []
+    for text in _spellings(document):
+        try:
+            expected = _reference(writer, orjson.loads(text))
+        except orjson.JSONDecodeError as exc:
+            expected = exc
+        native = writer.plan.scan(text)
+        if isinstance(expected, Exception):
+            assert native is None, f"scanned {native!r} from {text!r} where Python raises"
+        elif native is not None:
+            assert native == expected, text
+        scanned.append(native)
+    return scanned
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(column_type=st.sampled_from(ALL_TYPES), value=_JSON_VALUES)
+def test_any_stored_text_is_read_as_python_reads_it_or_declined(
+    column_type: ColumnType, value: Any
+) -> None:
+    # Integers over 64 bits are beyond what a stored image can hold.
+    with contextlib.suppress(orjson.JSONEncodeError):
+        _scanned_same_or_declined(_writer(column_type), {"id": 3, "v": value})
+
+
+@pytest.mark.parametrize(
+    ("column_type", "json_value"),
+    [
+        (INT8, -(2**63)),
+        (NUMERIC_12_2, "-1234.50"),
+        (DOUBLE, 1.5e-300),
+        (TEXT, 'quote " backslash \\ tab \t nul \u0000 é ☺ 😀'),
+        (BOOL, False),
+        (UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        (DATE, 19000),
+        (TIMESTAMPTZ, "2025-03-01T12:34:56.789Z"),
+        (JSONB, '{"a": [1, 2.5e3, "x\\"y", {"b": null}], "c": true}'),
+        (JSON, " 12 "),
+    ],
+)
+def test_flat_rows_are_read_straight_from_their_text(
+    column_type: ColumnType, json_value: Any
+) -> None:
+    scanned = _scanned_same_or_declined(_writer(column_type), {"id": 9, "v": json_value})
+    assert all(s is not None for s in scanned)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"[]",
+        b'{"id": 1,}',
+        b'{"id": 01}',
+        b'{"id": 1} x',
+        b'{"id": 1, "id": 2}',
+        b'{"id": 1, "v": "\\ud800"}',
+        b'{"id": 1, "v": "\\x"}',
+        b'{"id": 1, "v": "\xff"}',
+        b'{"id": 1, "v": "\xed\xa0\x80"}',  # a surrogate in UTF-8
+        b'{"id": 1, "v": "a\nb"}',  # a raw control character
+        b'{"id": 1, "v": "__debezium_unavailable_value"}',
+        b'{"id": 1, "v": ["a"]}',
+        b'{"id": 1, "other": "x"}',
+        b'{"i\\u0064": 1}',
+        b'{"id": 9223372036854775808}',
+        b'{"id": 1.0}',
+        b'{"id": 1, "v": "x"',
+    ],
+)
+def test_text_that_is_not_a_plain_stored_row_is_declined(text: bytes) -> None:
+    assert _writer(TEXT).plan.scan(text) is None
+
+
+@settings(max_examples=300)
+@given(text=st.binary(max_size=80) | st.text(max_size=60).map(str.encode))
+def test_any_bytes_are_declined_or_read_as_json(text: bytes) -> None:
+    writer = _writer(JSONB)
+    scanned = writer.plan.scan(b'{"id": 1, "v": ' + text + b"}")
+    if scanned is not None:
+        document = orjson.loads(b'{"id": 1, "v": ' + text + b"}")
+        assert scanned == writer.reference_row(document)
+
+
+def test_deep_json_values_are_left_to_python() -> None:
+    writer = _writer(JSONB)
+    deep = "[" * 200 + "]" * 200
+    assert writer.plan.scan(orjson.dumps({"id": 1, "v": deep})) is None
+    assert writer.row(orjson.dumps({"id": 1, "v": deep})) == writer.reference_row(
+        {"id": 1, "v": deep}
+    )
+
+
+@settings(max_examples=300)
+@given(inner=_JSON_VALUES, spaced=st.booleans())
+def test_json_column_text_is_validated_as_python_does(inner: Any, spaced: bool) -> None:
+    import json
+
+    try:
+        text = json.dumps(inner, indent=1 if spaced else None, allow_nan=False)
+    except ValueError:
+        return
+    scanned = _scanned_same_or_declined(_writer(JSONB), {"id": 1, "v": text})
+    assert scanned[0] is not None

@@ -1,0 +1,117 @@
+"""The shortest path for the commonest lookup: a ``Get`` of one integer key, on the partition's
+owner, with no consistency bound.
+
+On a two-core machine every Python step of a lookup is paid again in cold caches between calls,
+so this path takes as few as it can: the table's route (definition, record-key codec, topic,
+partition count, row writer) is kept per request table name and checked against the catalog's
+current definition by identity; the partition's store and position come under one lock; the
+stored value becomes the whole serialized ``GetResponse`` in one native call
+(:mod:`fabric.rpc.wire`). Anything else — another key shape, a bound, a partition not served
+here, a value outside the key's type, an unknown table, a row the native writer declines —
+returns None, and :class:`fabric.serve.service.FabricService` takes the general path, which
+answers it or says what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fabric.catalog import Catalog
+from fabric.core.keys import KeyCodec
+from fabric.core.partitioner import partition_for
+from fabric.core.types import TableSchema
+from fabric.errors import FabricError
+from fabric.materialize.instance import Materializer
+from fabric.rpc.v1 import fabric_pb2 as pb
+from fabric.rpc.values import decode_table
+from fabric.rpc.wire import AnswerWriter, RowWriter
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    schema: TableSchema  # the definition this route was built from
+    table: str
+    topic: str
+    partitions: int
+    names: frozenset[str]  # the key field's accepted names: unnamed, or the key column's
+    codec: KeyCodec | None  # None: the table's key is not one integer column
+    writer: RowWriter
+
+
+class OwnedGets:
+    def __init__(
+        self,
+        catalog: Catalog,
+        materializer: Materializer,
+        answers: AnswerWriter,
+        writer: Callable[[str], RowWriter],
+    ) -> None:
+        self._catalog = catalog
+        self._materializer = materializer
+        self._answers = answers
+        self._writer = writer
+        self._routes: dict[str, _Route] = {}
+
+    def answer(self, request: pb.GetRequest) -> bytes | None:
+        """The serialized ``GetResponse``, or None: the general path must answer."""
+        route = self._route(request.table)
+        if route is None or route.codec is None or request.HasField("bound"):
+            return None
+        fields = request.key.fields
+        if len(fields) != 1:
+            return None
+        field = fields[0]
+        value = field.value
+        if value.WhichOneof("kind") != "int" or field.name not in route.names:
+            return None
+        try:
+            record_key = route.codec.encode_integer(value.int)
+        except FabricError:
+            return None  # outside the column's type: the general path names the column
+        partition = partition_for(record_key, route.partitions)
+        served = self._materializer.serving(route.topic, partition)
+        if served is None:
+            return None
+        store, position = served
+        try:
+            stored = store.get_stored(record_key)
+        except FabricError:
+            return None  # closed as the partition moves away: the general path retries
+        return self._answers.get_response(
+            route.writer,
+            stored,
+            partition=partition,
+            applied_offset=position.position - 1,
+            lag_records=position.lag,
+        )
+
+    def _route(self, name: str) -> _Route | None:
+        route = self._routes.get(name)
+        if route is not None:
+            try:
+                current = self._catalog.schema(route.table)
+            except FabricError:
+                return None
+            if current is route.schema:
+                return route
+        route = self._build(name)
+        if route is not None:
+            self._routes[name] = route
+        return route
+
+    def _build(self, name: str) -> _Route | None:
+        try:
+            table = decode_table(name)
+            schema = self._catalog.schema(table)
+        except FabricError:
+            return None
+        topic = self._materializer.topic_of(table)
+        partitions = self._materializer.partition_count(topic)
+        if partitions is None:
+            return None  # not captured (yet): asked again next time
+        codec = self._catalog.codec(table)
+        if codec is None or not codec.integer_key:
+            codec = None
+        names = frozenset(("", codec.columns[0])) if codec else frozenset()
+        return _Route(schema, table, topic, partitions, names, codec, self._writer(table))
