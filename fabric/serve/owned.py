@@ -104,14 +104,15 @@ class OwnedGets:
         try:
             table = decode_table(name)
             schema = self._catalog.schema(table)
+            topic = self._materializer.topic_of(table)
+            partitions = self._materializer.partition_count(topic)
+            if partitions is None:
+                return None  # not captured (yet): asked again next time
+            codec = self._catalog.codec(table)
+            if codec is None or not codec.integer_key:
+                codec = None
+            writer = self._writer(table)
         except FabricError:
-            return None
-        topic = self._materializer.topic_of(table)
-        partitions = self._materializer.partition_count(topic)
-        if partitions is None:
-            return None  # not captured (yet): asked again next time
-        codec = self._catalog.codec(table)
-        if codec is None or not codec.integer_key:
-            codec = None
+            return None  # the general path says what is wrong
         names = frozenset(("", codec.columns[0])) if codec else frozenset()
-        return _Route(schema, table, topic, partitions, names, codec, self._writer(table))
+        return _Route(schema, table, topic, partitions, names, codec, writer)
