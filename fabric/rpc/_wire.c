@@ -1345,11 +1345,124 @@ static PyTypeObject RowPlanType = {
     .tp_methods = plan_methods,
 };
 
+/* -- repeated message fields ---------------------------------------------------------------- */
+
+static int field_number(PyObject *arg, int *out) {
+    long number = PyLong_AsLong(arg);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (number < 1 || number > 15) {
+        PyErr_SetString(PyExc_ValueError, "a field number from 1 to 15 (one-byte tags)");
+        return -1;
+    }
+    *out = (int)number;
+    return 0;
+}
+
+static PyObject *frame_repeated(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int number;
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "frame_repeated(messages: list[bytes], field: int)");
+        return NULL;
+    }
+    if (field_number(args[1], &number) < 0) {
+        return NULL;
+    }
+    PyObject *messages = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(messages);
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(messages, i);
+        if (!PyBytes_Check(m)) {
+            PyErr_SetString(PyExc_TypeError, "every message is bytes");
+            return NULL;
+        }
+        size += 1 + varint_size((uint64_t)PyBytes_GET_SIZE(m)) + PyBytes_GET_SIZE(m);
+    }
+    PyObject *framed = PyBytes_FromStringAndSize(NULL, size);
+    if (framed == NULL) {
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(framed);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(messages, i);
+        *p++ = (char)((number << 3) | 2);
+        p += put_varint((unsigned char *)p, (uint64_t)PyBytes_GET_SIZE(m));
+        memcpy(p, PyBytes_AS_STRING(m), (size_t)PyBytes_GET_SIZE(m));
+        p += PyBytes_GET_SIZE(m);
+    }
+    return framed;
+}
+
+static PyObject *split_repeated(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    int number;
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "split_repeated(message: bytes, field: int)");
+        return NULL;
+    }
+    if (field_number(args[1], &number) < 0) {
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *end = p + PyBytes_GET_SIZE(args[0]);
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        return NULL;
+    }
+    while (p < end) {
+        if (*p != (unsigned char)((number << 3) | 2)) {
+            Py_DECREF(parts);
+            Py_RETURN_NONE; /* another field: the caller parses the message */
+        }
+        p++;
+        uint64_t length = 0;
+        int shift = 0;
+        for (;;) {
+            if (p >= end || shift > 63) {
+                Py_DECREF(parts);
+                Py_RETURN_NONE;
+            }
+            length |= (uint64_t)(*p & 0x7F) << shift;
+            shift += 7;
+            if (!(*p++ & 0x80)) {
+                break;
+            }
+        }
+        if (length > (uint64_t)(end - p)) {
+            Py_DECREF(parts);
+            Py_RETURN_NONE;
+        }
+        PyObject *part = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
+        if (part == NULL || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(part);
+        p += length;
+    }
+    return parts;
+}
+
+static PyMethodDef module_methods[] = {
+    {"frame_repeated", (PyCFunction)(void (*)(void))frame_repeated, METH_FASTCALL,
+     "frame_repeated(messages, field) -> bytes: serialized messages as one message whose "
+     "repeated field `field` holds them, in order."},
+    {"split_repeated", (PyCFunction)(void (*)(void))split_repeated, METH_FASTCALL,
+     "split_repeated(message, field) -> list[bytes] | None: the serialized messages of a "
+     "message holding only the repeated field `field`; None for anything else."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef wire_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "fabric.rpc._wire",
     .m_doc = "The native half of fabric.rpc.wire.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__wire(void) {

@@ -28,7 +28,7 @@ import base64
 import binascii
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -170,9 +170,27 @@ def lookup_result(row: bytes | None, freshness: bytes) -> bytes:
     return _OK + found + length_delimited(5, freshness)
 
 
-def batch_get_response(results: Sequence[bytes]) -> bytes:
+def batch_get_response(results: list[bytes]) -> bytes:
     """A serialized ``BatchGetResponse`` of serialized ``LookupResult`` s, in order."""
-    return b"".join([b"\x0a" + varint(len(r)) + r for r in results])
+    return _wire.frame_repeated(results, 1)
+
+
+def batch_get_results(response: bytes) -> list[bytes]:
+    """The serialized ``LookupResult`` s of a serialized ``BatchGetResponse``, in order."""
+    results = _wire.split_repeated(response, 1)
+    if results is None:  # not written as this module writes it: parsed the long way
+        parsed = pb.BatchGetResponse.FromString(response)
+        results = [result.SerializeToString() for result in parsed.results]
+    return results
+
+
+_UNAVAILABLE_RESULT = length_delimited(1, b"UNAVAILABLE")
+
+
+def is_unavailable(result: bytes) -> bool:
+    """Whether a serialized ``LookupResult`` has the status UNAVAILABLE: its field 1 comes
+    first, as protobuf's encoders and this module write fields, in number order."""
+    return result.startswith(_UNAVAILABLE_RESULT)
 
 
 # -- rows ----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The shortest path for the commonest lookup: a ``Get`` of one integer key, on the partition's
-owner, with no consistency bound.
+owner, with no consistency bound; and the routing of such keys in a ``BatchGet``.
 
 On a two-core machine every Python step of a lookup is paid again in cold caches between calls,
 so this path takes as few as it can: the table's route (definition, record-key codec, topic,
@@ -23,6 +23,7 @@ from fabric.core.partitioner import partition_for
 from fabric.core.types import TableSchema
 from fabric.errors import FabricError
 from fabric.materialize.instance import Materializer
+from fabric.materialize.tables import KeyQueryMetadata
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.values import decode_table
 from fabric.rpc.wire import AnswerWriter, RowWriter
@@ -55,8 +56,37 @@ class OwnedGets:
 
     def answer(self, request: pb.GetRequest) -> bytes | None:
         """The serialized ``GetResponse``, or None: the general path must answer."""
+        if request.HasField("bound"):
+            return None
+        located = self._locate(request)
+        if located is None:
+            return None
+        route, meta = located
+        served = self._materializer.serving(meta.topic, meta.partition)
+        if served is None:
+            return None
+        store, position = served
+        try:
+            stored = store.get_stored(meta.key)
+        except FabricError:
+            return None  # closed as the partition moves away: the general path retries
+        return self._answers.get_response(
+            route.writer,
+            stored,
+            partition=meta.partition,
+            applied_offset=position.position - 1,
+            lag_records=position.lag,
+        )
+
+    def metadata(self, request: pb.GetRequest) -> KeyQueryMetadata | None:
+        """Where a lookup of one integer key lives (a ``BatchGet`` routes each of its lookups
+        here first), or None: the general routing must say."""
+        located = self._locate(request)
+        return None if located is None else located[1]
+
+    def _locate(self, request: pb.GetRequest) -> tuple[_Route, KeyQueryMetadata] | None:
         route = self._route(request.table)
-        if route is None or route.codec is None or request.HasField("bound"):
+        if route is None or route.codec is None:
             return None
         fields = request.key.fields
         if len(fields) != 1:
@@ -70,21 +100,7 @@ class OwnedGets:
         except FabricError:
             return None  # outside the column's type: the general path names the column
         partition = partition_for(record_key, route.partitions)
-        served = self._materializer.serving(route.topic, partition)
-        if served is None:
-            return None
-        store, position = served
-        try:
-            stored = store.get_stored(record_key)
-        except FabricError:
-            return None  # closed as the partition moves away: the general path retries
-        return self._answers.get_response(
-            route.writer,
-            stored,
-            partition=partition,
-            applied_offset=position.position - 1,
-            lag_records=position.lag,
-        )
+        return route, KeyQueryMetadata(route.table, route.topic, partition, record_key)
 
     def _route(self, name: str) -> _Route | None:
         route = self._routes.get(name)

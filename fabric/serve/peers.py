@@ -10,6 +10,7 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 
 _GET = "/fabric.rpc.v1.Fabric/Get"
+_BATCH_GET = "/fabric.rpc.v1.Fabric/BatchGet"
 
 
 class Peers:
@@ -19,6 +20,7 @@ class Peers:
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.FabricStub] = {}
         self._gets: dict[str, grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]] = {}
+        self._batch_gets: dict[str, grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def stub(self, endpoint: str) -> pb_grpc.FabricStub:
@@ -41,6 +43,20 @@ class Peers:
                     response_deserializer=None,
                 )
                 self._gets[endpoint] = call
+            return call
+
+    def batch_get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes]:
+        """``BatchGet`` on a peer, answering the serialized ``BatchGetResponse``, whose results
+        are passed on as the owner wrote them."""
+        with self._lock:
+            call = self._batch_gets.get(endpoint)
+            if call is None:
+                call = self._channel(endpoint).unary_unary(
+                    _BATCH_GET,
+                    request_serializer=pb.BatchGetRequest.SerializeToString,
+                    response_deserializer=None,
+                )
+                self._batch_gets[endpoint] = call
             return call
 
     def channel(self, endpoint: str) -> grpc.Channel:

@@ -45,7 +45,9 @@ from fabric.rpc.wire import (
     AnswerWriter,
     RowWriter,
     batch_get_response,
+    batch_get_results,
     get_response,
+    is_unavailable,
     lookup_result,
 )
 from fabric.serve.bounds import ReadBounds
@@ -166,7 +168,12 @@ class FabricService(pb_grpc.FabricServicer):
             forwarded = _is_forwarded(context)
             results: list[bytes | None] = [None] * len(request.lookups)
             pending: list[tuple[int, KeyQueryMetadata]] = []
+            route = self._owned.metadata
             for index, lookup in enumerate(request.lookups):
+                meta = route(lookup)
+                if meta is not None:
+                    pending.append((index, meta))
+                    continue
                 try:
                     pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
                 except FabricError as exc:
@@ -322,13 +329,13 @@ class FabricService(pb_grpc.FabricServicer):
         request: pb.BatchGetRequest,
         items: list[tuple[int, KeyQueryMetadata]],
         deadline: float,
-    ) -> Future[pb.BatchGetResponse]:
-        """Forward ``items`` to their owner without waiting for the answer."""
+    ) -> Future[bytes]:
+        """Forward ``items`` to their owner without waiting for its serialized answer."""
         forward = pb.BatchGetRequest(lookups=[request.lookups[index] for index, _ in items])
         # A pool thread makes the blocking call: a gRPC future would start a channel thread of
         # its own for every call.
         return self._forwarding.submit(
-            self._peers.stub(endpoint).BatchGet,
+            self._peers.batch_get(endpoint),
             forward,
             timeout=max(0.001, deadline - time.monotonic()),
             metadata=self._forward_metadata(),
@@ -336,13 +343,14 @@ class FabricService(pb_grpc.FabricServicer):
 
     def _batch_answers(
         self,
-        call: Future[pb.BatchGetResponse],
+        call: Future[bytes],
         items: list[tuple[int, KeyQueryMetadata]],
         results: list[bytes | None],
     ) -> list[tuple[int, KeyQueryMetadata]]:
-        """An owner's answers to forwarded ``items``; returns the ones to try again."""
+        """An owner's answers to forwarded ``items``, passed on as it wrote them; returns the
+        ones to try again."""
         try:
-            answer: pb.BatchGetResponse = call.result()
+            answer = batch_get_results(call.result())
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
             if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -352,11 +360,11 @@ class FabricService(pb_grpc.FabricServicer):
                 return []
             return items
         retry = []
-        for (index, meta), result in zip(items, answer.results, strict=True):
-            if result.status == grpc.StatusCode.UNAVAILABLE.name:
+        for (index, meta), result in zip(items, answer, strict=True):
+            if is_unavailable(result):
                 retry.append((index, meta))
             else:
-                results[index] = result.SerializeToString()
+                results[index] = result
         return retry
 
     # -- Scan ----------------------------------------------------------------------------------

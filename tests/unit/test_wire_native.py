@@ -534,3 +534,44 @@ def test_json_column_text_is_validated_as_python_does(inner: Any, spaced: bool) 
         return
     scanned = _scanned_same_or_declined(_writer(JSONB), {"id": 1, "v": text})
     assert scanned[0] is not None
+
+
+# -- BatchGet framing --------------------------------------------------------------------------
+
+
+@given(
+    statuses=st.lists(
+        st.sampled_from(["OK", "UNAVAILABLE", "NOT_FOUND", "INVALID_ARGUMENT", ""]), max_size=40
+    ),
+    text=st.text(max_size=300),
+)
+def test_batch_answers_frame_and_split_as_protobuf_does(statuses: list[str], text: str) -> None:
+    from fabric.rpc.wire import batch_get_response, batch_get_results, is_unavailable
+
+    results = [
+        pb.LookupResult(status=status, message=text, found=bool(n % 2)).SerializeToString()
+        for n, status in enumerate(statuses)
+    ]
+    framed = batch_get_response(results)
+    assert (
+        framed
+        == pb.BatchGetResponse(
+            results=[pb.LookupResult.FromString(r) for r in results]
+        ).SerializeToString()
+    )
+    assert batch_get_results(framed) == results
+    assert [is_unavailable(r) for r in results] == [s == "UNAVAILABLE" for s in statuses]
+
+
+def test_a_batch_answer_with_other_fields_is_parsed_the_long_way() -> None:
+    from fabric.rpc import _wire
+    from fabric.rpc.wire import batch_get_results
+
+    result = pb.LookupResult(status="OK").SerializeToString()
+    unknown_field = b"\x10\x01"  # field 2, a varint: not what a BatchGetResponse holds here
+    assert _wire.split_repeated(b"\x0a\x02OK" + unknown_field, 1) is None
+    assert _wire.split_repeated(b"\x0a\x05OK", 1) is None  # truncated
+    assert _wire.split_repeated(b"\x0a\xff", 1) is None  # a varint that never ends
+    assert batch_get_results(b"\x0a" + bytes([len(result)]) + result) == [result]
+    with pytest.raises(ValueError, match="field number"):
+        _wire.frame_repeated([], 16)
