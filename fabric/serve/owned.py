@@ -85,7 +85,14 @@ class OwnedGets:
         return None if located is None else located[1]
 
     def _locate(self, request: pb.GetRequest) -> tuple[_Route, KeyQueryMetadata] | None:
-        route = self._route(request.table)
+        route = self._routes.get(request.table)
+        try:
+            # Checked against the catalog's current definition: one identity test per call.
+            stale = route is None or self._catalog.schema(route.table) is not route.schema
+        except FabricError:
+            return None  # the general path says what is wrong
+        if stale:
+            route = self._rebuild(request.table)
         if route is None or route.codec is None:
             return None
         fields = request.key.fields
@@ -102,15 +109,7 @@ class OwnedGets:
         partition = partition_for(record_key, route.partitions)
         return route, KeyQueryMetadata(route.table, route.topic, partition, record_key)
 
-    def _route(self, name: str) -> _Route | None:
-        route = self._routes.get(name)
-        if route is not None:
-            try:
-                current = self._catalog.schema(route.table)
-            except FabricError:
-                return None
-            if current is route.schema:
-                return route
+    def _rebuild(self, name: str) -> _Route | None:
         route = self._build(name)
         if route is not None:
             self._routes[name] = route

@@ -31,7 +31,7 @@ from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo
 from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
-from fabric.serve.handlers import add_fabric_service
+from fabric.serve.handlers import Refusal, add_fabric_service
 from fabric.serve.peers import Peers
 from fabric.serve.service import FORWARDED, FabricService
 from fabric.serve.topology import GroupTopology
@@ -56,7 +56,7 @@ class FabricServer:
         self.me = HostInfo(settings.instance_id, self.endpoint)
         self._cfg = cfg
         self._catalog = Catalog(lambda: db.connect(cfg.endpoints))
-        self._refusing = threading.Event()
+        self._refusal = Refusal()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=serve.workers, thread_name_prefix="grpc"),
             # Without this, a second server binds the same port silently and steals half the calls.
@@ -80,7 +80,7 @@ class FabricServer:
         self._service = FabricService(
             self.me, self.materializer, self._catalog, self.topology, self._peers
         )
-        add_fabric_service(self._service, self._server, self._refusing)
+        add_fabric_service(self._service, self._server, self._refusal)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -120,7 +120,7 @@ class FabricServer:
         self._release.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._refusing.set()
+        self._refusal.on = True
         time.sleep(_REFUSE_S)  # calls in flight finish; clients told UNAVAILABLE move on
         self._server.stop(grace=_DRAIN_S).wait()
         self._service.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_key, decode_table, decode_value
 from fabric.serve import watch
-from fabric.serve.handlers import SERVICE_NAME, add_fabric_service
+from fabric.serve.handlers import SERVICE_NAME, Refusal, add_fabric_service
 from fabric.serve.scanning import parse_scan_token, scan_partitions, scan_token
 
 USERS = Source("public", "users", 100, 7, 1_764_000_000_000, snapshot=False)
@@ -46,7 +45,7 @@ def channel() -> Iterator[grpc.Channel]:
     from concurrent.futures import ThreadPoolExecutor
 
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    add_fabric_service(_Answering(), server, threading.Event())  # type: ignore[arg-type]
+    add_fabric_service(_Answering(), server, Refusal())  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -271,16 +270,16 @@ def test_watch_shows_a_truncate_marker_from_the_marker_topic() -> None:
 def test_a_stopping_server_refuses_every_call_as_unavailable() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    refusing = threading.Event()
+    refusal = Refusal()
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    add_fabric_service(_Answering(), server, refusing)  # type: ignore[arg-type]
+    add_fabric_service(_Answering(), server, refusal)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as opened:
             stub = pb_grpc.FabricStub(opened)  # type: ignore[no-untyped-call]
             assert not stub.Get(pb.GetRequest(table="t"), timeout=5).found
-            refusing.set()
+            refusal.on = True
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Get(pb.GetRequest(table="t"), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
