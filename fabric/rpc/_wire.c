@@ -266,6 +266,43 @@ static void head_tag_varint(Encoded *e, unsigned char tag, uint64_t n) {
     e->head_len = 1 + put_varint(e->head + 1, n);
 }
 
+static void head_boolean(Encoded *e, unsigned char tag, int value) {
+    e->head[0] = tag;
+    e->head[1] = (unsigned char)(value != 0);
+    e->head_len = 2;
+}
+
+static int head_double(Encoded *e, unsigned char tag, double d) {
+    e->head[0] = tag;
+    if (PyFloat_Pack8(d, (char *)e->head + 1, 1) < 0) {
+        return -1;
+    }
+    e->head_len = 9;
+    return 0;
+}
+
+/* The UTF-8 text of a string kind's value (a JSON column's text already checked by the
+ * caller): 1 written into `e`, pointing at `s`; 0 declined. */
+static int encode_text(const Column *c, const char *s, Py_ssize_t n, Encoded *e) {
+    if (c->kind == KIND_TIMESTAMPTZ) {
+        int ok;
+        long long micros = utc_micros(s, n, &ok);
+        if (!ok) {
+            return 0;
+        }
+        head_tag_varint(e, c->tag, (uint64_t)micros);
+        return 1;
+    }
+    if ((c->kind == KIND_DECIMAL && !plain_decimal(s, n)) ||
+        (c->kind == KIND_UUID && !canonical_uuid(s, n))) {
+        return 0;
+    }
+    head_tag_varint(e, c->tag, (uint64_t)n);
+    e->data = s;
+    e->data_len = n;
+    return 1;
+}
+
 /* 1: written into `e`; 0: the Python writer must write it; -1: an error is set. */
 static int encode_native(const Column *c, PyObject *plan_loads, PyObject *v, Encoded *e) {
     switch (c->kind) {
@@ -288,21 +325,13 @@ static int encode_native(const Column *c, PyObject *plan_loads, PyObject *v, Enc
         if (v != Py_True && v != Py_False) {
             return 0;
         }
-        e->head[0] = c->tag;
-        e->head[1] = v == Py_True;
-        e->head_len = 2;
+        head_boolean(e, c->tag, v == Py_True);
         return 1;
-    case KIND_DOUBLE: {
+    case KIND_DOUBLE:
         if (!PyFloat_CheckExact(v)) {
             return 0;
         }
-        e->head[0] = c->tag;
-        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(v), (char *)e->head + 1, 1) < 0) {
-            return -1;
-        }
-        e->head_len = 9;
-        return 1;
-    }
+        return head_double(e, c->tag, PyFloat_AS_DOUBLE(v)) < 0 ? -1 : 1;
     case KIND_TEXT:
     case KIND_DECIMAL:
     case KIND_TIMESTAMPTZ:
@@ -317,21 +346,6 @@ static int encode_native(const Column *c, PyObject *plan_loads, PyObject *v, Enc
             PyErr_Clear(); /* lone surrogates: the Python writer says so */
             return 0;
         }
-        if (c->kind == KIND_TIMESTAMPTZ) {
-            int ok;
-            long long micros = utc_micros(s, n, &ok);
-            if (!ok) {
-                return 0;
-            }
-            head_tag_varint(e, c->tag, (uint64_t)micros);
-            return 1;
-        }
-        if (c->kind == KIND_DECIMAL && !plain_decimal(s, n)) {
-            return 0;
-        }
-        if (c->kind == KIND_UUID && !canonical_uuid(s, n)) {
-            return 0;
-        }
         if (c->kind == KIND_JSON) {
             PyObject *parsed = PyObject_CallOneArg(plan_loads, v);
             if (parsed == NULL) {
@@ -340,10 +354,7 @@ static int encode_native(const Column *c, PyObject *plan_loads, PyObject *v, Enc
             }
             Py_DECREF(parsed);
         }
-        head_tag_varint(e, c->tag, (uint64_t)n);
-        e->data = s;
-        e->data_len = n;
-        return 1;
+        return encode_text(c, s, n, e);
     }
     default:
         return 0;
@@ -770,9 +781,7 @@ static int encode_span(const Column *c, const Span *span, Encoded *e, Buffer *sc
         if (span->token != TOKEN_TRUE && span->token != TOKEN_FALSE) {
             return 0;
         }
-        e->head[0] = c->tag;
-        e->head[1] = span->token == TOKEN_TRUE;
-        e->head_len = 2;
+        head_boolean(e, c->tag, span->token == TOKEN_TRUE);
         return 1;
     case KIND_DOUBLE: {
         char text[64];
@@ -787,12 +796,7 @@ static int encode_span(const Column *c, const Span *span, Encoded *e, Buffer *sc
         if (errno || end != text + span->len || !isfinite(d)) {
             return 0; /* out of range or subnormal: the Python way */
         }
-        e->head[0] = c->tag;
-        if (PyFloat_Pack8(d, (char *)e->head + 1, 1) < 0) {
-            return -1;
-        }
-        e->head_len = 9;
-        return 1;
+        return head_double(e, c->tag, d) < 0 ? -1 : 1;
     }
     case KIND_TEXT:
     case KIND_DECIMAL:
@@ -821,19 +825,6 @@ static int encode_span(const Column *c, const Span *span, Encoded *e, Buffer *sc
                 return 0;
             }
         }
-        if (c->kind == KIND_TIMESTAMPTZ) {
-            int ok;
-            long long micros = utc_micros(s, n, &ok);
-            if (!ok) {
-                return 0;
-            }
-            head_tag_varint(e, c->tag, (uint64_t)micros);
-            return 1;
-        }
-        if ((c->kind == KIND_DECIMAL && !plain_decimal(s, n)) ||
-            (c->kind == KIND_UUID && !canonical_uuid(s, n))) {
-            return 0;
-        }
         if (c->kind == KIND_JSON) {
             Cursor inner = {s, s + n};
             if (!skip_value(&inner, 0)) {
@@ -844,10 +835,7 @@ static int encode_span(const Column *c, const Span *span, Encoded *e, Buffer *sc
                 return 0;
             }
         }
-        head_tag_varint(e, c->tag, (uint64_t)n);
-        e->data = s;
-        e->data_len = n;
-        return 1;
+        return encode_text(c, s, n, e);
     }
     default:
         return 0;
@@ -1105,6 +1093,19 @@ done:
 
 /* -- RowPlan -------------------------------------------------------------------------------- */
 
+/* What a write returned, as Python: its bytes (1), None when declined (0), NULL on an error
+ * (-1); frees the buffer. */
+static PyObject *written_or_none(int written, Buffer *out) {
+    PyObject *result = NULL;
+    if (written > 0) {
+        result = PyBytes_FromStringAndSize(out->data, out->len);
+    } else if (written == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    buffer_free(out);
+    return result;
+}
+
 static void plan_clear_columns(RowPlan *self) {
     for (Py_ssize_t i = 0; i < self->ncolumns; i++) {
         Column *c = &self->columns[i];
@@ -1204,14 +1205,7 @@ static PyObject *plan_row(RowPlan *self, PyObject *const *args, Py_ssize_t nargs
     Buffer out;
     buffer_init(&out);
     int written = write_row(self, args[0], ignore_unknown, &out);
-    PyObject *result = NULL;
-    if (written > 0) {
-        result = PyBytes_FromStringAndSize(out.data, out.len);
-    } else if (written == 0) {
-        result = Py_NewRef(Py_None);
-    }
-    buffer_free(&out);
-    return result;
+    return written_or_none(written, &out);
 }
 
 static PyObject *plan_scan(RowPlan *self, PyObject *image) {
@@ -1222,14 +1216,7 @@ static PyObject *plan_scan(RowPlan *self, PyObject *image) {
     Buffer out;
     buffer_init(&out);
     int written = scan_row(self, PyBytes_AS_STRING(image), PyBytes_GET_SIZE(image), &out);
-    PyObject *result = NULL;
-    if (written > 0) {
-        result = PyBytes_FromStringAndSize(out.data, out.len);
-    } else if (written == 0) {
-        result = Py_NewRef(Py_None);
-    }
-    buffer_free(&out);
-    return result;
+    return written_or_none(written, &out);
 }
 
 static int parse_freshness(PyObject *const *args, Freshness *f) {
@@ -1266,14 +1253,7 @@ static PyObject *plan_answer(RowPlan *self, PyObject *const *args, Py_ssize_t na
     Buffer out;
     buffer_init(&out);
     int written = write_answer(self, args[0], &f, lookup, &out);
-    PyObject *result = NULL;
-    if (written > 0) {
-        result = PyBytes_FromStringAndSize(out.data, out.len);
-    } else if (written == 0) {
-        result = Py_NewRef(Py_None);
-    }
-    buffer_free(&out);
-    return result;
+    return written_or_none(written, &out);
 }
 
 static PyObject *plan_lookup_results(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1293,27 +1273,17 @@ static PyObject *plan_lookup_results(RowPlan *self, PyObject *const *args, Py_ss
     if (results == NULL) {
         return NULL;
     }
-    Buffer out;
-    buffer_init(&out);
     for (Py_ssize_t i = 0; i < n; i++) {
-        out.len = 0;
-        int written = write_answer(self, PyList_GET_ITEM(stored, i), &f, 1, &out);
-        PyObject *item;
-        if (written > 0) {
-            item = PyBytes_FromStringAndSize(out.data, out.len);
-        } else if (written == 0) {
-            item = Py_NewRef(Py_None);
-        } else {
-            item = NULL;
-        }
+        Buffer out;
+        buffer_init(&out);
+        PyObject *item = written_or_none(
+            write_answer(self, PyList_GET_ITEM(stored, i), &f, 1, &out), &out);
         if (item == NULL) {
-            buffer_free(&out);
             Py_DECREF(results);
             return NULL;
         }
         PyList_SET_ITEM(results, i, item);
     }
-    buffer_free(&out);
     return results;
 }
 

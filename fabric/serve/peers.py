@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -19,8 +21,8 @@ class Peers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.FabricStub] = {}
-        self._gets: dict[str, grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]] = {}
-        self._batch_gets: dict[str, grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes]] = {}
+        # Calls whose answers stay serialized, by endpoint and method.
+        self._unparsed_calls: dict[tuple[str, str], grpc.UnaryUnaryMultiCallable[Any, bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def stub(self, endpoint: str) -> pb_grpc.FabricStub:
@@ -34,29 +36,23 @@ class Peers:
     def get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]:
         """``Get`` on a peer, answering the serialized ``GetResponse``: a forwarded answer is
         passed on as the owner wrote it, never parsed and written again."""
-        with self._lock:
-            call = self._gets.get(endpoint)
-            if call is None:
-                call = self._channel(endpoint).unary_unary(
-                    _GET,
-                    request_serializer=pb.GetRequest.SerializeToString,
-                    response_deserializer=None,
-                )
-                self._gets[endpoint] = call
-            return call
+        return self._unparsed(endpoint, _GET, pb.GetRequest.SerializeToString)
 
     def batch_get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes]:
         """``BatchGet`` on a peer, answering the serialized ``BatchGetResponse``, whose results
         are passed on as the owner wrote them."""
+        return self._unparsed(endpoint, _BATCH_GET, pb.BatchGetRequest.SerializeToString)
+
+    def _unparsed(
+        self, endpoint: str, method: str, serializer: Callable[[Any], bytes]
+    ) -> grpc.UnaryUnaryMultiCallable[Any, bytes]:
         with self._lock:
-            call = self._batch_gets.get(endpoint)
+            call = self._unparsed_calls.get((endpoint, method))
             if call is None:
                 call = self._channel(endpoint).unary_unary(
-                    _BATCH_GET,
-                    request_serializer=pb.BatchGetRequest.SerializeToString,
-                    response_deserializer=None,
+                    method, request_serializer=serializer, response_deserializer=None
                 )
-                self._batch_gets[endpoint] = call
+                self._unparsed_calls[(endpoint, method)] = call
             return call
 
     def channel(self, endpoint: str) -> grpc.Channel:
@@ -76,4 +72,4 @@ class Peers:
                 channel.close()
             self._channels.clear()
             self._stubs.clear()
-            self._gets.clear()
+            self._unparsed_calls.clear()
