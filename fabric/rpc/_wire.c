@@ -3,7 +3,7 @@
  * A lookup on a partition's owner spends most of its own time turning a stored Debezium image
  * into the bytes of a Row, and on a busy two-core machine every Python step of that is paid
  * again in cold caches. Here the whole answer (stored header, image, row, freshness, framing)
- * is written in one call.
+ * is written in one call; a BatchGet's results are framed, and a peer's split, here too.
  *
  * This code only ever writes what fabric/rpc/wire.py's Python writers would write: for any
  * value it does not handle exactly as they do, it calls the column's Python writer, and for
