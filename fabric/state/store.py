@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 META_CF = "__meta__"
 _APPLIED_OFFSET = b"applied_offset"
 _TRUNCATED_BEFORE_LSN = b"truncated_before_lsn"
+_CLOSE_WAIT_S = 5.0  # for reads in flight on other threads to leave RocksDB
 _INT64 = struct.Struct(">q")
 
 
@@ -130,10 +132,20 @@ class PartitionStore:
         db, self._db, self._meta, self._meta_handle = self._db, None, None, None
         if db is None:
             return
-        try:
-            db.close()
-        except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
-            raise _translate(exc, self._path, "close") from exc
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        while True:
+            try:
+                db.close()
+                break
+            except RuntimeError as exc:
+                # A read that began before the store was marked closed is still inside RocksDB
+                # on another thread, and rocksdict refuses to close under it ("Already
+                # borrowed"); such a read ends within microseconds.
+                if "borrowed" not in str(exc) or time.monotonic() > deadline:
+                    raise _translate(exc, self._path, "close") from exc
+                time.sleep(0.001)
+            except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
+                raise _translate(exc, self._path, "close") from exc
         log.info("store closed path=%s applied_offset=%s", self._path, self._applied_offset)
 
     def __enter__(self) -> PartitionStore:

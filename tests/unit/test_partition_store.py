@@ -254,6 +254,40 @@ def test_closed_store_refuses_reads(open_store: Callable[..., PartitionStore]) -
         store.get(key(1))
 
 
+def test_close_waits_for_reads_in_flight_on_other_threads(
+    open_store: Callable[..., PartitionStore],
+) -> None:
+    """A partition handed over while lookups read it: the close waits for reads already inside
+    RocksDB, and every read after it is refused as closed."""
+    import threading
+
+    store = open_store()
+    commit_rows(store, {key(n): row(n) for n in range(20_000)}, 20_000)
+    keys = [key(n) for n in range(20_000)]
+    failures: list[BaseException] = []
+    reading = threading.Event()
+
+    def read() -> None:
+        try:
+            while True:
+                reading.set()
+                store.get_many_stored(keys)
+        except StoreError:
+            pass  # closed
+        except BaseException as exc:
+            failures.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    reading.wait(5)
+    store.close()
+    for reader in readers:
+        reader.join(10)
+    assert failures == []
+    assert not store.is_open
+
+
 def test_close_releases_the_lock_and_destroy_removes(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with PartitionStore.open(path, SMALL) as store:
