@@ -8,8 +8,8 @@ current definition by identity; the partition's store and position come under on
 stored value becomes the whole serialized ``GetResponse`` in one native call
 (:mod:`fabric.rpc.wire`). Anything else — another key shape, a bound, a partition not served
 here, a value outside the key's type, an unknown table, a row the native writer declines —
-returns None, and :class:`fabric.serve.service.FabricService` takes the general path, which
-answers it or says what is wrong.
+gets no answer here, and :class:`fabric.serve.service.FabricService` takes the general path,
+which answers it or says what is wrong (from the key's location, when this path found it).
 """
 
 from __future__ import annotations
@@ -54,29 +54,32 @@ class OwnedGets:
         self._writer = writer
         self._routes: dict[str, _Route] = {}
 
-    def answer(self, request: pb.GetRequest) -> bytes | None:
-        """The serialized ``GetResponse``, or None: the general path must answer."""
-        if request.HasField("bound"):
-            return None
+    def answer(self, request: pb.GetRequest) -> tuple[bytes | None, KeyQueryMetadata | None]:
+        """The serialized ``GetResponse``; else None and, for a key this path could locate
+        (a bound to wait for, a partition not served here), where it lives, for the general
+        path to go on from without routing it again."""
         located = self._locate(request)
         if located is None:
-            return None
+            return None, None
         route, meta = located
+        if request.HasField("bound"):
+            return None, meta
         served = self._materializer.serving(meta.topic, meta.partition)
         if served is None:
-            return None
+            return None, meta
         store, position = served
         try:
             stored = store.get_stored(meta.key)
         except FabricError:
-            return None  # closed as the partition moves away: the general path retries
-        return self._answers.get_response(
+            return None, meta  # closed as the partition moves away: the general path retries
+        answer = self._answers.get_response(
             route.writer,
             stored,
             partition=meta.partition,
             applied_offset=position.position - 1,
             lag_records=position.lag,
         )
+        return answer, meta
 
     def metadata(self, request: pb.GetRequest) -> KeyQueryMetadata | None:
         """Where a lookup of one integer key lives (a ``BatchGet`` routes each of its lookups

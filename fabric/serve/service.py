@@ -123,11 +123,15 @@ class FabricService(pb_grpc.FabricServicer):
 
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> bytes:
         """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
-        answer = self._owned.answer(request)
+        answer, located = self._owned.answer(request)
         if answer is not None:
             return answer
         with _status_of(context):
-            meta = self._metadata(_qualified(request.table), request.key)
+            meta = (
+                located
+                if located is not None
+                else self._metadata(_qualified(request.table), request.key)
+            )
             if request.HasField("bound"):
                 self._bounds.wait(meta, request.bound, _deadline(context))
             # Other keys reaching their owner: answered here without the routing machinery.

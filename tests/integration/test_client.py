@@ -88,8 +88,7 @@ def difference(expected: Sequence[Row | None], actual: Sequence[Row | None]) -> 
 # -- the sample, three instances, clients --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfig:
+def ensure_sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfig:
     """The sample loaded and the auction connector applied, whichever module ran first: loaded
     again (``--reset``) only when a table is missing or was emptied (test_cdc_pipeline
     truncates bids)."""
@@ -107,6 +106,19 @@ def sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfi
         assert cli.main([*SAMPLE, "--reset"], environ=stack_env) == 0
     assert cli.main(["connectors", "apply"], environ=stack_env) == 0
     return stack_config
+
+
+def delete_dead_letters(cfg: FabricConfig, group: str) -> None:
+    """The dead-letter topic a test's consumer group made, if it made one."""
+    admin = AdminClient({"bootstrap.servers": cfg.endpoints.kafka_bootstrap})
+    if f"{group}.dead-letters" in admin.list_topics(timeout=10).topics:
+        for future in admin.delete_topics([f"{group}.dead-letters"]).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfig:
+    return ensure_sample(stack_env, stack_config)
 
 
 @dataclass
@@ -158,10 +170,7 @@ def instances(
     finally:
         for server in servers.values():
             server.stop()
-        admin = AdminClient({"bootstrap.servers": sample.endpoints.kafka_bootstrap})
-        if f"{group}.dead-letters" in admin.list_topics(timeout=10).topics:
-            for future in admin.delete_topics([f"{group}.dead-letters"]).values():
-                future.result(timeout=30)
+        delete_dead_letters(sample, group)
 
 
 def _not_serving(client: FabricClient, instance_ids: set[str]) -> str | None:

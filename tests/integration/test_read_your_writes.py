@@ -33,6 +33,7 @@ from fabric.config import REPO_ROOT, FabricConfig
 from fabric.errors import FabricTimeoutError, InvalidLsnError, TooStaleError
 from fabric.serve.server import FabricServer
 from tests.conftest import free_ports
+from tests.integration.test_client import delete_dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -136,10 +137,7 @@ def endpoints(
     finally:
         for server in servers:
             server.stop()
-        admin = AdminClient({"bootstrap.servers": stack_config.endpoints.kafka_bootstrap})
-        if f"{group}.dead-letters" in admin.list_topics(timeout=10).topics:
-            for future in admin.delete_topics([f"{group}.dead-letters"]).values():
-                future.result(timeout=30)
+        delete_dead_letters(stack_config, group)
 
 
 def _not_settled(client: FabricClient, instances: int) -> str | None:

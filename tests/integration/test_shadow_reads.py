@@ -15,9 +15,8 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from fabric import cli, db
+from fabric import db
 from fabric.catalog import read_table_schemas
 from fabric.client import FabricClient
 from fabric.config import FabricConfig
@@ -29,7 +28,12 @@ from fabric.shadow import ShadowReads, ShadowStats
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore
 from tests.conftest import free_ports
-from tests.integration.test_client import MIN_ROWS, SAMPLE, eventually, instance_config
+from tests.integration.test_client import (
+    delete_dead_letters,
+    ensure_sample,
+    eventually,
+    instance_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +42,7 @@ TABLES = ("public.users", "public.items", "public.bids")
 
 @pytest.fixture(scope="module")
 def sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfig:
-    """The sample loaded (again only when a table is missing or emptied, as test_client does)
-    and the auction connector applied."""
-    with db.connect(stack_config.endpoints) as conn:
-        exists = conn.execute("SELECT to_regclass('public.bids') IS NOT NULL").fetchone()
-        counts = None
-        if exists == (True,):
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items),"
-                " (SELECT count(*) FROM bids)"
-            ).fetchone()
-    if counts is None or min(int(str(n)) for n in counts) < MIN_ROWS:
-        assert cli.main([*SAMPLE, "--reset"], environ=stack_env) == 0
-    assert cli.main(["connectors", "apply"], environ=stack_env) == 0
-    return stack_config
+    return ensure_sample(stack_env, stack_config)
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +60,7 @@ def server(
         yield started
     finally:
         started.stop()
-        admin = AdminClient({"bootstrap.servers": sample.endpoints.kafka_bootstrap})
-        if f"{group}.dead-letters" in admin.list_topics(timeout=10).topics:
-            for future in admin.delete_topics([f"{group}.dead-letters"]).values():
-                future.result(timeout=30)
+        delete_dead_letters(sample, group)
 
 
 def _behind(cfg: FabricConfig, client: FabricClient) -> str | None:

@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from fabric import cli, db
+from fabric import db
 from fabric.catalog import read_table_schemas
 from fabric.client import FabricClient
 from fabric.config import FabricConfig
@@ -29,7 +28,12 @@ from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
 from fabric.verify import verify
 from tests.conftest import free_ports
-from tests.integration.test_client import MIN_ROWS, SAMPLE, eventually, instance_config
+from tests.integration.test_client import (
+    delete_dead_letters,
+    ensure_sample,
+    eventually,
+    instance_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +43,7 @@ INSTANCES = ("v1", "v2")
 
 @pytest.fixture(scope="module")
 def sample(stack_env: dict[str, str], stack_config: FabricConfig) -> FabricConfig:
-    """The sample loaded (again only when a table is missing or emptied, as test_client does)
-    and the auction connector applied."""
-    with db.connect(stack_config.endpoints) as conn:
-        exists = conn.execute("SELECT to_regclass('public.bids') IS NOT NULL").fetchone()
-        counts = None
-        if exists == (True,):
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items),"
-                " (SELECT count(*) FROM bids)"
-            ).fetchone()
-    if counts is None or min(int(str(n)) for n in counts) < MIN_ROWS:
-        assert cli.main([*SAMPLE, "--reset"], environ=stack_env) == 0
-    assert cli.main(["connectors", "apply"], environ=stack_env) == 0
-    return stack_config
+    return ensure_sample(stack_env, stack_config)
 
 
 @dataclass
@@ -108,10 +99,7 @@ def cluster(sample: FabricConfig, tmp_path_factory: pytest.TempPathFactory) -> I
         yield found
     finally:
         found.stop()
-        admin = AdminClient({"bootstrap.servers": sample.endpoints.kafka_bootstrap})
-        if f"{group}.dead-letters" in admin.list_topics(timeout=10).topics:
-            for future in admin.delete_topics([f"{group}.dead-letters"]).values():
-                future.result(timeout=30)
+        delete_dead_letters(sample, group)
 
 
 def _counts_differ(cfg: FabricConfig, client: FabricClient) -> str | None:
