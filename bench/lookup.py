@@ -14,9 +14,11 @@ throughput, medians over ``--runs``:
 (a) baseline: a bare gRPC ``Fabric`` service in a process of its own, on a thread pool of the
     fabric's size, whose ``Get`` returns a ready-made answer of a real row's shape and size;
 (b) ``Get`` sent to the owner of the key's partition;
-(c) ``Get`` sent to the other instance (one forward);
+(c) ``Get`` sent to the other instance (one forward; with ``--standby-replicas 1``, read from
+    that instance's standby replica instead);
 (d) psycopg: a prepared primary-key SELECT on one connection;
-(e) ``BatchGet`` of 100 keys sent to one instance (which forwards the other instance's keys), and
+(e) ``BatchGet`` of 100 keys sent to one instance (which forwards the other instance's keys, or
+    with standby replicas reads them itself), and
     ``FabricClient.get_many`` of the same keys (one BatchGet per owner, sent at once, rows
     decoded to Python values), vs psycopg ``WHERE id = ANY(%s)`` of the same keys: keys/s;
 (f) ``fabric.client.FabricClient``, smart vs plain, under 1, 4 and 16 concurrent callers
@@ -32,7 +34,12 @@ decode to what psycopg returns. Instance logs and the instances' ports are kept 
 ``/var/tmp/cdc-fabric-bench-lookup``; ``--keep`` leaves the instances running, and a later run
 uses them as they are.
 
+With ``--standby-replicas 1`` every instance also keeps a standby replica of the other's
+partitions (``FABRIC_STANDBY_REPLICAS``), and timing starts once those are ACTIVE too; instances a
+``--keep`` run left are reused with the setting they were started with.
+
     .venv/bin/python -m bench.lookup [--rows 1000000] [--calls 5000] [--runs 3] [--keep]
+        [--standby-replicas 1]
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from fabric.client import FabricClient
 from fabric.config import FabricConfig, load
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
+from fabric.materialize.status import read_statuses
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_row, encode_key
@@ -294,11 +302,18 @@ def _serving_as(endpoint: str, instance_id: str) -> bool:
     return any(h.instance_id == instance_id and h.endpoint == endpoint for h in topology.instances)
 
 
-def start_instances(cfg: FabricConfig, ports: dict[str, int], instances: list[Instance]) -> None:
+def start_instances(
+    cfg: FabricConfig, ports: dict[str, int], instances: list[Instance], standby_replicas: int
+) -> None:
     """Start an instance on each port (appended to ``instances`` at once, so that the caller
     stops it whatever fails next), or reuse the one a ``--keep`` run left there."""
     # Both instances stop together: neither has anyone to hand its partitions over to.
-    env = {**os.environ, "FABRIC_TOPIC_PREFIX": PREFIX, "FABRIC_HANDOVER_TIMEOUT_S": "5"}
+    env = {
+        **os.environ,
+        "FABRIC_TOPIC_PREFIX": PREFIX,
+        "FABRIC_HANDOVER_TIMEOUT_S": "5",
+        "FABRIC_STANDBY_REPLICAS": str(standby_replicas),
+    }
     fabric = Path(sys.executable).with_name("fabric")
     for instance_id, port in ports.items():
         endpoint = _endpoint(cfg, port)
@@ -334,9 +349,12 @@ def stop_processes(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def wait_ready(instances: Sequence[Instance], stub: pb_grpc.FabricStub) -> pb.TableInfo:
+def wait_ready(
+    cfg: FabricConfig, instances: Sequence[Instance], stub: pb_grpc.FabricStub, standbys: bool
+) -> pb.TableInfo:
     """The table's topology once every partition has an owner among ``instances``, each of them
-    owns some, and all are ACTIVE with no lag."""
+    owns some, and all are ACTIVE with no lag; with ``standbys``, once each instance also holds
+    an ACTIVE standby replica, with no lag, of every partition the other owns."""
     endpoints = {i.instance_id: i.endpoint for i in instances}
     t0 = last_report = time.monotonic()
     while True:
@@ -356,6 +374,7 @@ def wait_ready(instances: Sequence[Instance], stub: pb_grpc.FabricStub) -> pb.Ta
             and {p.owner for p in parts} == set(endpoints)
             and all(p.endpoint == endpoints[p.owner] for p in parts)
             and all(p.state == "ACTIVE" and p.lag_records == 0 for p in parts)
+            and (not standbys or _standbys_ready(cfg, instances, parts))
         ):
             print(f"every partition ACTIVE, lag 0, after {time.monotonic() - t0:.1f}s")
             return info
@@ -557,19 +576,28 @@ def build_workload(
 
 
 def check_answers(
-    work: Workload, stubs: Sequence[pb_grpc.FabricStub], conn: psycopg.Connection[Any]
+    work: Workload,
+    instances: Sequence[Instance],
+    stubs: Sequence[pb_grpc.FabricStub],
+    conn: psycopg.Connection[Any],
+    standbys: bool,
 ) -> None:
-    """Before timing anything: owners answer themselves, non-owners forward once, and the rows
-    are the ones Postgres has."""
+    """Before timing anything: owners answer themselves, non-owners forward once (or with
+    standbys, answer from theirs), and the rows are the ones Postgres has."""
     for n in range(20):
         key, request, owner = work.keys[n], work.requests[n], work.owners[n]
         direct = stubs[owner].Get(request, timeout=CALL_TIMEOUT_S)
-        forwarded = stubs[1 - owner].Get(request, timeout=CALL_TIMEOUT_S)
+        other = stubs[1 - owner].Get(request, timeout=CALL_TIMEOUT_S)
         expected = conn.cursor(row_factory=dict_row).execute(SELECT_ONE, [key]).fetchone()
         if not direct.found or decode_row(direct.row) != expected:
             raise RuntimeError(f"key {key}: the fabric answered {direct}, Postgres {expected}")
-        if direct.freshness.served_by != work.owner_ids[n] or forwarded != direct:
-            raise RuntimeError(f"key {key}: owner {direct}, forwarded {forwarded}")
+        answered_by = instances[1 - owner].instance_id if standbys else work.owner_ids[n]
+        if (
+            direct.freshness.served_by != work.owner_ids[n]
+            or other.row != direct.row
+            or other.freshness.served_by != answered_by
+        ):
+            raise RuntimeError(f"key {key}: owner {direct}, non-owner {other}")
     batch = stubs[0].BatchGet(pb.BatchGetRequest(lookups=work.requests[:BATCH]), timeout=10)
     if any(r.status != "OK" or not r.found for r in batch.results):
         raise RuntimeError(f"BatchGet answered {batch}")
@@ -579,7 +607,7 @@ def check_answers(
 
 A = "(a) baseline: bare gRPC echo Get"
 B = "(b) Get to the partition's owner"
-C = "(c) Get to the non-owner (1 forward)"
+C = "(c) Get to the non-owner"
 D = "(d) psycopg prepared SELECT by id"
 E_FABRIC = f"(e) BatchGet of {BATCH} (one instance)"
 E_CLIENT = f"(e) FabricClient.get_many of {BATCH}"
@@ -716,6 +744,23 @@ def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
+def _standbys_ready(
+    cfg: FabricConfig, instances: Sequence[Instance], parts: Sequence[pb.PartitionInfo]
+) -> bool:
+    statuses = {s.instance_id: s for s in read_statuses(cfg.materializer.instances_dir)}
+    for instance in instances:
+        status = statuses.get(instance.instance_id)
+        others = {p.partition for p in parts if p.owner != instance.instance_id}
+        held = (
+            {s.partition for s in status.standbys if s.state == "ACTIVE" and s.lag == 0}
+            if status is not None
+            else set()
+        )
+        if held != others:
+            return False
+    return True
+
+
 def _notes(medians: dict[str, Figure], forwarded: dict[str, list[int]]) -> dict[str, str]:
     notes: dict[str, str] = {}
     if A in medians and B in medians:
@@ -749,7 +794,8 @@ def print_summary(
     print(
         f"lookups on {TABLE}: {args.rows:,} rows, {args.calls:,} random keys (the same for every "
         f"measurement), medians of {args.runs} run(s); 2 instances, {partitions} partitions, "
-        f"{cfg.serve.workers} server threads; {os.cpu_count()} cores"
+        f"{args.standby_replicas} standby replica(s) each, {cfg.serve.workers} server threads; "
+        f"{os.cpu_count()} cores"
     )
     print(f"{'':<42} {'p50 µs':>9} {'p99 µs':>9} {'throughput':>18}  notes")
     for label, figure in medians.items():
@@ -766,14 +812,15 @@ def print_summary(
 def run(args: argparse.Namespace, cfg: FabricConfig, instances: list[Instance]) -> None:
     ports = instance_ports(cfg)
     prepare_data(cfg, args.rows, ports)
-    start_instances(cfg, ports, instances)
+    standbys = args.standby_replicas > 0
+    start_instances(cfg, ports, instances, args.standby_replicas)
     with ExitStack() as stack:
         channels = [stack.enter_context(grpc.insecure_channel(i.endpoint)) for i in instances]
         stubs = [pb_grpc.FabricStub(channel) for channel in channels]  # type: ignore[no-untyped-call]
-        info = wait_ready(instances, stubs[0])
+        info = wait_ready(cfg, instances, stubs[0], standbys)
         work = build_workload(cfg, info, instances, args.rows, args.calls)
         with db.connect(cfg.endpoints) as conn:
-            check_answers(work, stubs, conn)
+            check_answers(work, instances, stubs, conn, standbys)
         answer = stubs[work.owners[0]].Get(work.requests[0], timeout=CALL_TIMEOUT_S)
         echo_endpoint = stack.enter_context(echo_server(answer, cfg.serve.workers))
         echo = pb_grpc.FabricStub(stack.enter_context(grpc.insecure_channel(echo_endpoint)))  # type: ignore[no-untyped-call]
@@ -795,6 +842,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave the instances running")
+    parser.add_argument(
+        "--standby-replicas",
+        type=int,
+        default=0,
+        choices=(0, 1),
+        help="each instance also keeps the other's partitions as standby replicas",
+    )
     args = parser.parse_args()
     if args.calls < BATCH or args.rows < args.calls + WARMUP:
         parser.error(f"--calls must be at least {BATCH} and --rows at least --calls + {WARMUP}")

@@ -119,6 +119,9 @@ class MaterializerSettings:
     # Connect's offsets topic (its worker's offset.storage.topic): the committed source offsets
     # that bound what a lookup with a PositionBound waits for (docs/consistency.md).
     source_offsets_topic: str = "cdc-fabric-connect-offsets"
+    # Standby replicas per partition (fabric.core.placement): copies other instances keep current
+    # and serve lookups from, so a key needs no forward and a failover no restore.
+    standby_replicas: int = 0
 
     @property
     def table_topic_regex(self) -> str:
@@ -217,6 +220,7 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
         source_offsets_topic=env.get(
             "FABRIC_CONNECT_OFFSETS_TOPIC", MaterializerSettings.source_offsets_topic
         ),
+        standby_replicas=_count(env, "FABRIC_STANDBY_REPLICAS", 0),
     )
 
 
@@ -310,6 +314,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    count = _int(env, name, default)
+    if count < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {count}")
+    return count
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

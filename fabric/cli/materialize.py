@@ -81,6 +81,12 @@ def _format(status: InstanceStatus) -> str:
         )
     if not status.partitions:
         lines.append("  (no partitions assigned)")
+    if status.standbys:
+        states = [p.state for p in status.standbys]
+        lag = sum(p.lag for p in status.standbys)
+        lines.append(
+            f"  standby replicas: {len(states)} ({states.count('ACTIVE')} ACTIVE), lag {lag}"
+        )
     for table, freshness in status.freshness_by_table().items():
         p50, p99 = freshness.quantile_ms(0.5), freshness.quantile_ms(0.99)
         if p50 is None or p99 is None:

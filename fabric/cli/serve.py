@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from fabric.config import FabricConfig, MaterializerSettings
+from fabric.errors import ConfigError
 from fabric.serve.server import FabricServer
 
 
@@ -26,6 +27,12 @@ def register(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--advertise", help="host:port other instances and clients use (default: host:port)"
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--standby-replicas",
+        type=int,
+        help="standby copies of each partition kept by other instances, served from like the"
+        " owner's (FABRIC_STANDBY_REPLICAS, default 0)",
+    )
     parser.set_defaults(handler=_serve)
 
 
@@ -67,6 +74,11 @@ def instance_settings(
         settings = replace(settings, state_dir=Path(args.state_dir).absolute())
     if args.metrics_port is not None:
         settings = replace(settings, metrics_port=args.metrics_port)
+    replicas = getattr(args, "standby_replicas", None)
+    if replicas is not None:
+        if replicas < 0:
+            raise ConfigError(f"--standby-replicas must be 0 or more, got {replicas}")
+        settings = replace(settings, standby_replicas=replicas)
     return settings
 
 

@@ -11,6 +11,12 @@ new or its offset is out of the topic's range), and the partition is RESTORING u
 up with the end offset seen at assignment, then ACTIVE. Kafka's committed offsets are written too,
 for monitoring only.
 
+Standby replicas (:mod:`fabric.core.placement`): besides its own partitions, an instance can keep
+stores of partitions other instances own, applied from the same topics by a second consumer
+assigned by hand (outside the group). Once caught up they serve lookups like an owner's store;
+when the group assigns such a partition here, the store already open is promoted, current, with
+no restore.
+
 Truncate markers (:mod:`fabric.materialize.markers`) apply to every store of their table.
 Stopping with a handover keeps the partitions applied and readable, outside the group, until
 their new owners are ACTIVE (docs/routing.md).
@@ -24,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from fabric.config import MaterializerSettings
-from fabric.errors import ConsumerFailedError, StoreLockedError
+from fabric.errors import ConsumerFailedError, StoreError, StoreLockedError
 from fabric.kafka_errors import check_consumer_error
 from fabric.materialize.applier import CodecLookup, PartitionApplier
 from fabric.materialize.deadletters import DeadLetters
@@ -83,7 +89,11 @@ class Materializer:
         self._codecs = codecs
         self._store_options = store_options or StoreOptions()
         self._assigned: dict[TopicPartitionKey, AssignedPartition] = {}
-        self._lock = threading.Lock()  # guards _assigned for readers on other threads
+        # Standby replicas: applied by _standby_consumer, which is assigned by hand.
+        self._standbys: dict[TopicPartitionKey, AssignedPartition] = {}
+        self._standby_consumer: Consumer | None = None
+        self._wanted_standbys: frozenset[TopicPartitionKey] = frozenset()  # set by other threads
+        self._lock = threading.Lock()  # guards _assigned and _standbys for readers elsewhere
         # Notified after every applied batch, for lookups waiting on a PositionBound.
         self.progress = threading.Condition()
         self._partition_counts: dict[str, int] = {}
@@ -172,8 +182,13 @@ class Materializer:
         with self._lock:
             return sorted(self._assigned)
 
+    def held_standbys(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(self._standbys)
+
     def _loop_once(self) -> None:
         self._apply_markers()
+        self._sync_standbys()
         self._step()
         self._refresh_stats()
 
@@ -181,6 +196,8 @@ class Materializer:
         """Leave the group, then go on applying the held partitions by hand until released."""
         held = [TopicPartition(t, p, part.position) for (t, p), part in self._assigned.items()]
         self._handing_over = True
+        self.want_standbys(())  # leaving: its standbys are no one's failover any more
+        self._sync_standbys()
         # A static member never sends LeaveGroup: the coordinator reassigns its partitions once
         # its session times out, and the stores must stay current and readable until then.
         self._consumer.close()
@@ -213,10 +230,13 @@ class Materializer:
         self._closed = True
         with contextlib.suppress(RuntimeError):  # already closed
             self._consumer.close()
+            if self._standby_consumer is not None:
+                self._standby_consumer.close()
         with self._lock:
-            for part in self._assigned.values():
+            for part in [*self._assigned.values(), *self._standbys.values()]:
                 part.applier.store.close()
             self._assigned.clear()
+            self._standbys.clear()
         self._markers.close()
         self._write_status_file()
         log.info("materializer stopped instance=%s", self.settings.instance_id)
@@ -228,6 +248,8 @@ class Materializer:
         with self._lock:
             parts = sorted(self._assigned.items())
             partitions = tuple(partition_status(key, part, now) for key, part in parts)
+            copies = sorted(self._standbys.items())
+            standbys = tuple(partition_status(key, part, now) for key, part in copies)
         return InstanceStatus(
             group=self.settings.group,
             instance_id=self.settings.instance_id,
@@ -235,6 +257,7 @@ class Materializer:
             state_dir=str(self.settings.state_dir),
             updated_at=time.time(),
             partitions=partitions,
+            standbys=standbys,
         )
 
     def store(self, topic: str, partition: int) -> PartitionStore | None:
@@ -246,10 +269,10 @@ class Materializer:
     def serving(
         self, topic: str, partition: int
     ) -> tuple[PartitionStore, PartitionPosition] | None:
-        """The store and position of an assigned partition that is ACTIVE, else None: what a
-        lookup reads, taken under one lock."""
+        """The store and position of an assigned partition, or a standby replica, that is ACTIVE,
+        else None: what a lookup reads, taken under one lock."""
         with self._lock:
-            part = self._assigned.get((topic, partition))
+            part = self._assigned.get((topic, partition)) or self._standbys.get((topic, partition))
             if part is None or part.state is not PartitionState.ACTIVE:
                 return None
             return part.applier.store, PartitionPosition(part.state, part.position, part.end_offset)
@@ -265,10 +288,10 @@ class Materializer:
     def streamed(
         self, topic: str, partition: int
     ) -> tuple[PartitionPosition, int, int | None] | None:
-        """An assigned partition's position with the source LSN and commit time of the last
-        streamed change it applied (0 and None before any), else None."""
+        """An assigned partition's (or a standby replica's) position with the source LSN and
+        commit time of the last streamed change it applied (0 and None before any), else None."""
         with self._lock:
-            part = self._assigned.get((topic, partition))
+            part = self._assigned.get((topic, partition)) or self._standbys.get((topic, partition))
             if part is None:
                 return None
             applier = part.applier
@@ -322,9 +345,24 @@ class Materializer:
     # -- the loop ------------------------------------------------------------------------------
 
     def _step(self) -> None:
-        messages = self._consumer.consume(self.settings.batch_size, timeout=_CONSUME_WAIT_S)
+        commits = self._apply(self._consumer, self._assigned, _CONSUME_WAIT_S)
+        if commits and self._commits_enabled:
+            with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
+                self._consumer.commit(offsets=commits, asynchronous=True)
+        if self._standby_consumer is not None and self._standbys:
+            self._apply(self._standby_consumer, self._standbys, 0)
+
+    def _apply(
+        self,
+        consumer: Consumer,
+        parts: dict[TopicPartitionKey, AssignedPartition],
+        wait_s: float,
+    ) -> list[TopicPartition]:
+        """Apply what ``consumer`` has for ``parts``; return the new position of each partition
+        that moved."""
+        messages = consumer.consume(self.settings.batch_size, timeout=wait_s)
         if not messages:
-            return
+            return []
         batches: dict[TopicPartitionKey, list[Message]] = {}
         for msg in messages:
             error = msg.error()
@@ -334,8 +372,8 @@ class Materializer:
             batches.setdefault((msg.topic() or "", msg.partition() or 0), []).append(msg)
         commits = []
         for key, batch in batches.items():
-            part = self._assigned.get(key)
-            if part is None:  # revoked while the batch was in flight
+            part = parts.get(key)
+            if part is None:  # revoked (or promoted) while the batch was in flight
                 continue
             # A restoring partition replays old commits: they say nothing of freshness.
             last = part.applier.apply(batch, fresh=part.state is PartitionState.ACTIVE)
@@ -346,9 +384,7 @@ class Materializer:
         if commits:
             with self.progress:
                 self.progress.notify_all()
-        if commits and self._commits_enabled:
-            with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
-                self._consumer.commit(offsets=commits, asynchronous=True)
+        return commits
 
     def _advance_state(self, key: TopicPartitionKey, part: AssignedPartition) -> None:
         if part.state is not PartitionState.RESTORING:
@@ -383,8 +419,11 @@ class Materializer:
             return
         self._last_stats = now
         with self._lock:
-            parts = list(self._assigned.items())
-        for (topic, partition), part in parts:
+            parts = [(key, part, self._consumer) for key, part in self._assigned.items()]
+            if self._standby_consumer is not None:
+                consumer = self._standby_consumer
+                parts += [(key, part, consumer) for key, part in self._standbys.items()]
+        for (topic, partition), part, consumer in parts:
             counters = part.applier.counters
             seen = counters.applied + counters.skipped + counters.dead_letters
             since, before = part._rate_mark
@@ -392,7 +431,7 @@ class Materializer:
                 part.events_per_s = (seen - before) / (now - since)
             part._rate_mark = (now, seen)
             with contextlib.suppress(KafkaException):
-                _, high = self._consumer.get_watermark_offsets(
+                _, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True
                 )
                 if high >= 0:
@@ -441,12 +480,37 @@ class Materializer:
                 log.exception("rebalance listener failed")
 
     def _open(self, consumer: Consumer, topic: str, partition: int) -> int:
-        """Open the partition's store; return the offset to resume from."""
+        """Open the partition's store, or promote its standby; return the offset to resume from."""
+        promoted = self._promote_standby(topic, partition)
+        if promoted is not None:
+            return promoted
+        part, resume = self._open_partition(consumer, topic, partition, wait_for_lock=True)
+        with self._lock:
+            self._assigned[(topic, partition)] = part
+        log.info(
+            "partition assigned topic=%s partition=%d resume=%d end=%d state=%s",
+            topic,
+            partition,
+            part.position,
+            part.end_offset,
+            part.state.value,
+        )
+        return resume
+
+    def _open_partition(
+        self, consumer: Consumer, topic: str, partition: int, *, wait_for_lock: bool
+    ) -> tuple[AssignedPartition, int]:
+        """Open a partition's store and its applier; return them with the offset ``consumer``
+        resumes from."""
         path = self.settings.state_dir / topic / str(partition)
         low, high = consumer.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=10, cached=False
         )
-        store = self._open_store(path)
+        store = (
+            self._open_store(path)
+            if wait_for_lock
+            else PartitionStore.open(path, self._store_options)
+        )
         applied = store.applied_offset()
         if applied is not None and not low - 1 <= applied < high:
             log.warning(
@@ -478,20 +542,10 @@ class Materializer:
         )
         state = PartitionState.RESTORING if start < high else PartitionState.ACTIVE
         part = AssignedPartition(applier, state, start, start, high, high)
-        with self._lock:
-            self._assigned[(topic, partition)] = part
         latest = self._markers.latest(part.table)
         if latest is not None:
             part.apply_truncate(latest)
-        log.info(
-            "partition assigned topic=%s partition=%d resume=%d end=%d state=%s",
-            topic,
-            partition,
-            start,
-            high,
-            state.value,
-        )
-        return start if applied is not None else OFFSET_BEGINNING
+        return part, start if applied is not None else OFFSET_BEGINNING
 
     def _open_store(self, path: Path) -> PartitionStore:
         """Open a store, waiting while a previous process of this instance still holds it (it is
@@ -517,9 +571,96 @@ class Materializer:
     def _apply_markers(self) -> None:
         for marker in self._markers.poll():
             with self._lock:
-                parts = [p for p in self._assigned.values() if p.table == marker.table]
+                every = [*self._assigned.values(), *self._standbys.values()]
+            parts = [p for p in every if p.table == marker.table]
             for part in parts:
                 part.apply_truncate(marker.lsn)
+
+    # -- standby replicas ----------------------------------------------------------------------
+
+    def want_standbys(self, partitions: Collection[TopicPartitionKey]) -> None:
+        """Keep standby replicas of exactly these partitions (the ones this instance owns
+        aside); safe from any thread, applied by the loop."""
+        self._wanted_standbys = frozenset(partitions)
+
+    def _sync_standbys(self) -> None:
+        wanted = self._wanted_standbys
+        with self._lock:
+            held = set(self._standbys)
+            owned = set(self._assigned)
+        for key in sorted(held - wanted):
+            self._drop_standby(key)
+        for topic, partition in sorted(wanted - held - owned):
+            self._open_standby(topic, partition)
+
+    def _open_standby(self, topic: str, partition: int) -> None:
+        consumer = self._standby_consumer
+        if consumer is None:
+            consumer = self._standby_consumer = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": f"{self.settings.group}.standby.{self.settings.instance_id}",
+                    "enable.auto.commit": False,
+                    "queued.min.messages": 100_000,
+                    "logger": log,
+                }
+            )
+        try:
+            part, resume = self._open_partition(consumer, topic, partition, wait_for_lock=False)
+        except StoreLockedError:
+            return  # a stopping process of this instance still holds it: tried again next loop
+        except (StoreError, KafkaException) as exc:
+            log.warning(
+                "cannot open a standby replica topic=%s partition=%d error=%s",
+                topic,
+                partition,
+                exc,
+            )
+            return
+        with self._lock:
+            self._standbys[(topic, partition)] = part
+        consumer.incremental_assign([TopicPartition(topic, partition, resume)])
+        log.info(
+            "standby replica opened topic=%s partition=%d resume=%d end=%d state=%s",
+            topic,
+            partition,
+            part.position,
+            part.end_offset,
+            part.state.value,
+        )
+
+    def _drop_standby(self, key: TopicPartitionKey) -> None:
+        with self._lock:
+            part = self._standbys.pop(key, None)
+        if part is not None:
+            self._unassign_standby(key)
+            part.applier.store.close()
+            log.info("standby replica closed topic=%s partition=%d", key[0], key[1])
+
+    def _promote_standby(self, topic: str, partition: int) -> int | None:
+        """Make a standby replica the owned partition; return the offset to resume from, or
+        None when there is no standby of it here."""
+        key = (topic, partition)
+        with self._lock:  # one step: a lookup finds the store in one place or the other
+            part = self._standbys.pop(key, None)
+            if part is None:
+                return None
+            self._assigned[key] = part
+        self._unassign_standby(key)
+        log.info(
+            "standby replica promoted topic=%s partition=%d resume=%d end=%d state=%s",
+            topic,
+            partition,
+            part.position,
+            part.end_offset,
+            part.state.value,
+        )
+        return part.position
+
+    def _unassign_standby(self, key: TopicPartitionKey) -> None:
+        if self._standby_consumer is not None:
+            with contextlib.suppress(KafkaException):
+                self._standby_consumer.incremental_unassign([TopicPartition(*key)])
 
     # -- helpers -------------------------------------------------------------------------------
 

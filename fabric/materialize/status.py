@@ -63,6 +63,8 @@ class InstanceStatus:
     state_dir: str
     updated_at: float  # wall clock, seconds
     partitions: tuple[PartitionStatus, ...] = field(default_factory=tuple)
+    # Standby replicas of partitions other instances own (fabric.core.placement).
+    standbys: tuple[PartitionStatus, ...] = field(default_factory=tuple)
 
     @property
     def running(self) -> bool:
@@ -78,7 +80,9 @@ class InstanceStatus:
     def to_json(self) -> dict[str, object]:
         doc = asdict(self)
         doc["running"] = self.running
-        for part, shown in zip(self.partitions, doc["partitions"], strict=True):
+        for part, shown in zip(
+            (*self.partitions, *self.standbys), (*doc["partitions"], *doc["standbys"]), strict=True
+        ):
             shown["lag"] = part.lag
         doc["commit_to_visible"] = {
             table: {
@@ -92,18 +96,23 @@ class InstanceStatus:
 
     @staticmethod
     def from_json(doc: dict[str, object]) -> InstanceStatus:
-        parts = doc.get("partitions") or []
-        if not isinstance(parts, list | tuple) or not all(isinstance(p, dict) for p in parts):
-            raise ValueError("'partitions' is not a list of objects")
-        names = set(PartitionStatus.__dataclass_fields__)
-        partitions = []
-        for p in parts:
-            known: dict[str, Any] = {k: v for k, v in p.items() if k in names}
-            known["visible_counts"] = tuple(known.get("visible_counts", ()))
-            partitions.append(PartitionStatus(**known))
         fields = {k: v for k, v in doc.items() if k in InstanceStatus.__dataclass_fields__}
-        fields["partitions"] = tuple(partitions)
+        fields["partitions"] = _partitions(doc, "partitions")
+        fields["standbys"] = _partitions(doc, "standbys")
         return InstanceStatus(**fields)  # type: ignore[arg-type]
+
+
+def _partitions(doc: dict[str, object], name: str) -> tuple[PartitionStatus, ...]:
+    parts = doc.get(name) or []
+    if not isinstance(parts, list | tuple) or not all(isinstance(p, dict) for p in parts):
+        raise ValueError(f"{name!r} is not a list of objects")
+    fields = set(PartitionStatus.__dataclass_fields__)
+    partitions = []
+    for p in parts:
+        known: dict[str, Any] = {k: v for k, v in p.items() if k in fields}
+        known["visible_counts"] = tuple(known.get("visible_counts", ()))
+        partitions.append(PartitionStatus(**known))
+    return tuple(partitions)
 
 
 def _rounded(ms: float | None) -> float | None:

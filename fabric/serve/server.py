@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from fabric import db
 from fabric.catalog import Catalog
 from fabric.config import FabricConfig
+from fabric.core.placement import standby_partitions
 from fabric.errors import PortInUseError
 from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo
@@ -34,7 +35,7 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.serve.handlers import Refusal, add_fabric_service
 from fabric.serve.peers import Peers
 from fabric.serve.service import FORWARDED, FabricService
-from fabric.serve.topology import GroupTopology
+from fabric.serve.topology import GroupTopology, TopologySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,21 @@ class FabricServer:
         while not self._stopping.is_set():
             self._set_health(serving=self.materializer.all_active())
             # Also keeps the topology's memory of previous owners current, for handovers.
-            self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
+            snapshot = self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
+            self._place_standbys(snapshot)
             time.sleep(_HEALTH_EVERY_S)
+
+    def _place_standbys(self, snapshot: TopologySnapshot) -> None:
+        replicas = self.materializer.settings.standby_replicas
+        if not replicas or not snapshot.owners:
+            return  # none wanted, or no group description yet: keep what is held
+        owners = {key: host.instance_id for key, host in snapshot.owners.items()}
+        instances = [host.instance_id for host in snapshot.instances]
+        placed = standby_partitions(owners, instances, self.me.instance_id, replicas)
+        # A partition without an owner is being moved (its owner left or died): the standby
+        # held here is what serves it until then, and may be what it is moved to.
+        moving = {key for key in self.materializer.held_standbys() if key not in owners}
+        self.materializer.want_standbys(placed | moving)
 
     def _set_health(self, *, serving: bool) -> None:
         status = (

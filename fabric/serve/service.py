@@ -36,7 +36,7 @@ from fabric.errors import (
 )
 from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo, parse_client_id
-from fabric.materialize.partition import PartitionPosition, PartitionState
+from fabric.materialize.partition import PartitionPosition
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
@@ -209,10 +209,10 @@ class FabricService(pb_grpc.FabricServicer):
         for item in pending:
             by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
         for (topic, partition), items in by_partition.items():
-            position = self._materializer.partition_position(topic, partition)
-            if position is not None and position.state is PartitionState.ACTIVE:
+            if self._materializer.serving(topic, partition) is not None:
                 local.append(items)
                 continue
+            position = self._materializer.partition_position(topic, partition)
             owner = None if forwarded else self._owner(topic, partition, refresh=False)
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(items)
@@ -417,9 +417,9 @@ class FabricService(pb_grpc.FabricServicer):
         forwarded: bool,
     ) -> Iterator[pb.ScanResponse]:
         meta = KeyQueryMetadata(table, topic, partition, b"")
-        local = self._materializer.partition_position(topic, partition)
-        store = self._materializer.store(topic, partition)
-        if local is not None and local.state is PartitionState.ACTIVE and store is not None:
+        served = self._materializer.serving(topic, partition)
+        if served is not None:
+            store, local = served
             for key, stored in store.scan(start=after_key):
                 if after_key is not None and key == after_key:
                     continue

@@ -369,18 +369,25 @@ def cluster(
         wait_until("every source row materialized", lambda: sweep(instances[0], source))
         yield cluster
     finally:
-        for proc in processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_S
-        for proc in processes:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        for instance in instances:
-            instance.channel.close()
+        stop_instances(instances)
+
+
+def stop_instances(instances: Sequence[Instance]) -> None:
+    """SIGTERM every process the instances ran, SIGKILL what is still running after
+    STOP_WAIT_S, and close their channels."""
+    processes = {id(p): p for i in instances for p in i.processes}.values()
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for instance in instances:
+        instance.channel.close()
 
 
 # -- lookups -----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def test_ports_move_together_with_endpoints(tmp_path: Path) -> None:
         ({"FABRIC_PG_PORT": "abc"}, "FABRIC_PG_PORT must be a whole number, got 'abc'"),
         ({"FABRIC_PG_PORT": "70000"}, "FABRIC_PG_PORT must be a TCP port (1-65535), got 70000"),
         ({"FABRIC_KAFKA_PORT": "25432"}, "stack ports must differ from each other"),
+        ({"FABRIC_STANDBY_REPLICAS": "-1"}, "FABRIC_STANDBY_REPLICAS must be 0 or more, got -1"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -67,6 +68,9 @@ def test_materializer_settings_and_topic_selection(tmp_path: Path) -> None:
     assert m.state_dir == tmp_path / "instances" / "b"
     assert m.dead_letter_topic == "cdc-fabric.dead-letters"
     assert m.marker_topic == "auction.message"
+    assert m.standby_replicas == 0
+    replicated = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_STANDBY_REPLICAS": "2"})
+    assert replicated.materializer.standby_replicas == 2
     pattern = re.compile(m.table_topic_regex)
     assert pattern.match("auction.public.users")
     assert pattern.match("auction.sales.order_lines")
