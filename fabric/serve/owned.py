@@ -14,7 +14,7 @@ which answers it or says what is wrong (from the key's location, when this path 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fabric.catalog import Catalog
@@ -81,36 +81,34 @@ class OwnedGets:
         )
         return answer, meta
 
-    def metadata(self, request: pb.GetRequest) -> KeyQueryMetadata | None:
-        """Where a lookup of one integer key lives (a ``BatchGet`` routes each of its lookups
-        here first), or None: the general routing must say."""
-        located = self._locate(request)
-        return None if located is None else located[1]
+    def metadata(self, lookups: Sequence[pb.GetRequest]) -> list[KeyQueryMetadata | None]:
+        """Where each lookup of one integer key lives (a ``BatchGet`` routes its lookups here
+        first), or None where the general routing must say; a table's route is checked once
+        per call."""
+        routes: dict[str, _Route | None] = {}
+        located: list[KeyQueryMetadata | None] = []
+        for request in lookups:
+            name = request.table
+            route = routes[name] if name in routes else routes.setdefault(name, self._route(name))
+            located.append(None if route is None else _key_metadata(route, request))
+        return located
 
     def _locate(self, request: pb.GetRequest) -> tuple[_Route, KeyQueryMetadata] | None:
-        route = self._routes.get(request.table)
+        route = self._route(request.table)
+        meta = None if route is None else _key_metadata(route, request)
+        return None if route is None or meta is None else (route, meta)
+
+    def _route(self, name: str) -> _Route | None:
+        """The route of a table whose key is one integer column, checked against the catalog's
+        current definition (one identity test); None for any other table."""
+        route = self._routes.get(name)
         try:
-            # Checked against the catalog's current definition: one identity test per call.
             stale = route is None or self._catalog.schema(route.table) is not route.schema
         except FabricError:
             return None  # the general path says what is wrong
         if stale:
-            route = self._rebuild(request.table)
-        if route is None or route.codec is None:
-            return None
-        fields = request.key.fields
-        if len(fields) != 1:
-            return None
-        field = fields[0]
-        value = field.value
-        if value.WhichOneof("kind") != "int" or field.name not in route.names:
-            return None
-        try:
-            record_key = route.codec.encode_integer(value.int)
-        except FabricError:
-            return None  # outside the column's type: the general path names the column
-        partition = partition_for(record_key, route.partitions)
-        return route, KeyQueryMetadata(route.table, route.topic, partition, record_key)
+            route = self._rebuild(name)
+        return None if route is None or route.codec is None else route
 
     def _rebuild(self, name: str) -> _Route | None:
         route = self._build(name)
@@ -134,3 +132,20 @@ class OwnedGets:
             return None  # the general path says what is wrong
         names = frozenset(("", codec.columns[0])) if codec else frozenset()
         return _Route(schema, table, topic, partitions, names, codec, writer)
+
+
+def _key_metadata(route: _Route, request: pb.GetRequest) -> KeyQueryMetadata | None:
+    """Where ``request``'s key lives, when it is one integer within the key column's type."""
+    fields = request.key.fields
+    if len(fields) != 1 or route.codec is None:
+        return None
+    field = fields[0]
+    value = field.value
+    if value.WhichOneof("kind") != "int" or field.name not in route.names:
+        return None
+    try:
+        record_key = route.codec.encode_integer(value.int)
+    except FabricError:
+        return None  # outside the column's type: the general path names the column
+    partition = partition_for(record_key, route.partitions)
+    return KeyQueryMetadata(route.table, route.topic, partition, record_key)

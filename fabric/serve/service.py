@@ -172,9 +172,8 @@ class FabricService(pb_grpc.FabricServicer):
             forwarded = _is_forwarded(context)
             results: list[bytes | None] = [None] * len(request.lookups)
             pending: list[tuple[int, KeyQueryMetadata]] = []
-            route = self._owned.metadata
-            for index, lookup in enumerate(request.lookups):
-                meta = route(lookup)
+            located = self._owned.metadata(request.lookups)
+            for index, (lookup, meta) in enumerate(zip(request.lookups, located, strict=True)):
                 if meta is not None:
                     pending.append((index, meta))
                     continue

@@ -48,6 +48,8 @@ class StoreOptions:
     block_cache_bytes: int = 128 * MiB
     shared_block_cache: bool = True
     row_cache_bytes: int = 256 * MiB
+    # Per store: the record cache of fabric.state.cache (0: none).
+    record_cache_bytes: int = 32 * MiB
     compression: Compression = "lz4"
     bottommost_compression: Compression = "zstd"
     background_jobs: int = 2
@@ -57,8 +59,8 @@ class StoreOptions:
     def __post_init__(self) -> None:
         if self.write_buffer_bytes <= 0 or self.block_cache_bytes <= 0:
             raise ValueError("write_buffer_bytes and block_cache_bytes must be positive")
-        if self.row_cache_bytes < 0:
-            raise ValueError("row_cache_bytes must be 0 (no row cache) or more")
+        if self.row_cache_bytes < 0 or self.record_cache_bytes < 0:
+            raise ValueError("row_cache_bytes and record_cache_bytes must be 0 (none) or more")
         if self.max_write_buffers < 2:
             raise ValueError("max_write_buffers must be at least 2 so flushes do not stall writes")
 

@@ -14,6 +14,9 @@ offset (see :mod:`fabric.state.options` for what a machine crash costs). Reads s
 batch and never half of one; a single ``get`` needs no snapshot, and a ``scan`` iterates over the
 implicit snapshot RocksDB takes when the iterator is created.
 
+Reads go through a :class:`fabric.state.cache.RecordCache` of recently read values, which every
+write invalidates before it ends; a read never sees a value the store no longer holds.
+
 Errors. rocksdict raises bare ``Exception`` for RocksDB statuses; they are translated here, and
 only here, into :class:`StoreError` and :class:`StoreCorruptError`.
 """
@@ -31,6 +34,7 @@ from typing import cast
 from rocksdict import ColumnFamily, DbClosedError, Options, Rdict, WriteBatch, WriteOptions
 
 from fabric.errors import StoreCorruptError, StoreError, StoreLockedError
+from fabric.state.cache import RecordCache
 from fabric.state.options import StoreOptions
 from fabric.state.row import StoredRow
 
@@ -49,21 +53,21 @@ class StoreBatch:
     Holds no reference to a store: build it, then hand it to :meth:`PartitionStore.commit` once.
     """
 
-    __slots__ = ("_batch", "_changes", "_committed", "_truncate_watermark")
+    __slots__ = ("_batch", "_committed", "_keys", "_truncate_watermark")
 
     def __init__(self) -> None:
         self._batch = WriteBatch(raw_mode=True)
         self._truncate_watermark: int | None = None
         self._committed = False
-        self._changes = 0
+        self._keys: list[bytes] = []  # written, for the record cache to drop
 
     def put(self, key: bytes, row: StoredRow) -> None:
         self._batch.put(key, row.encode())
-        self._changes += 1
+        self._keys.append(key)
 
     def delete(self, key: bytes) -> None:
         self._batch.delete(key)
-        self._changes += 1
+        self._keys.append(key)
 
     def set_truncate_watermark(self, lsn: int) -> None:
         """Record a truncate watermark; the store keeps the highest it has seen."""
@@ -72,7 +76,7 @@ class StoreBatch:
 
     def __len__(self) -> int:
         """Number of row puts and deletes in the batch."""
-        return self._changes
+        return len(self._keys)
 
 
 class PartitionStore:
@@ -88,6 +92,8 @@ class PartitionStore:
         write_options: WriteOptions,
         applied_offset: int | None,
         truncate_watermark: int | None,
+        *,
+        record_cache_bytes: int = 0,
     ) -> None:
         self._path = path
         self._db: Rdict | None = db
@@ -96,6 +102,7 @@ class PartitionStore:
         self._write_options = write_options
         self._applied_offset = applied_offset
         self._truncate_watermark = truncate_watermark
+        self._cache = RecordCache(record_cache_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -118,7 +125,14 @@ class PartitionStore:
         except BaseException:
             db.close()
             raise
-        store = cls(path, db, options.to_write_options(), applied, watermark)
+        store = cls(
+            path,
+            db,
+            options.to_write_options(),
+            applied,
+            watermark,
+            record_cache_bytes=options.record_cache_bytes,
+        )
         log.info(
             "store opened path=%s applied_offset=%s truncated_before_lsn=%s",
             path,
@@ -132,6 +146,7 @@ class PartitionStore:
         db, self._db, self._meta, self._meta_handle = self._db, None, None, None
         if db is None:
             return
+        self._cache = RecordCache(0)
         deadline = time.monotonic() + _CLOSE_WAIT_S
         while True:
             try:
@@ -196,11 +211,18 @@ class PartitionStore:
 
     def get_stored(self, key: bytes) -> bytes | None:
         """:meth:`get` undecoded: the stored value (:class:`StoredRow`'s encoding)."""
+        cache = self._cache
+        value = cache.get(key)
+        if value is not None:
+            return value
         db = self._require_open()
+        epoch = cache.epoch()
         try:
-            value: bytes | None = db.get(key)
+            value = db.get(key)
         except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
             raise _translate(exc, self._path, "read") from exc
+        if value is not None:
+            cache.fill(epoch, key, value)
         return value
 
     def get_many(self, keys: Sequence[bytes]) -> list[StoredRow | None]:
@@ -210,13 +232,21 @@ class PartitionStore:
 
     def get_many_stored(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """:meth:`get_many` undecoded, as :meth:`get_stored`."""
-        if not keys:
-            return []
+        cache = self._cache
+        values = [cache.get(key) for key in keys]
+        missed = [index for index, value in enumerate(values) if value is None]
+        if not missed:
+            return values
         db = self._require_open()
+        epoch = cache.epoch()
         try:
-            values: list[bytes | None] = cast("list[bytes | None]", db.get(list(keys)))
+            read = cast("list[bytes | None]", db.get([keys[index] for index in missed]))
         except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
             raise _translate(exc, self._path, "read") from exc
+        for index, value in zip(missed, read, strict=True):
+            if value is not None:
+                values[index] = value
+                cache.fill(epoch, keys[index], value)
         return values
 
     def scan(
@@ -282,7 +312,7 @@ class PartitionStore:
         watermark = self._merged_watermark(batch._truncate_watermark)
         if watermark != self._truncate_watermark:
             write.put(_TRUNCATED_BEFORE_LSN, _INT64.pack(watermark), meta_handle)
-        self._write(write, "commit")
+        self._write(write, "commit", batch._keys)
         batch._committed = True
         self._applied_offset = offset
         self._truncate_watermark = watermark
@@ -306,7 +336,7 @@ class PartitionStore:
                 deleted += 1
         watermark = self._merged_watermark(lsn)
         write.put(_TRUNCATED_BEFORE_LSN, _INT64.pack(watermark), meta_handle)
-        self._write(write, "truncate")
+        self._write(write, "truncate", None)
         self._truncate_watermark = watermark
         log.info("store truncated path=%s below_lsn=%d deleted=%d", self._path, lsn, deleted)
         return deleted
@@ -319,12 +349,18 @@ class PartitionStore:
             return current
         return lsn if current is None else max(current, lsn)
 
-    def _write(self, write: WriteBatch, action: str) -> None:
+    def _write(self, write: WriteBatch, action: str, keys: list[bytes] | None) -> None:
+        """Write ``write``, dropping ``keys`` (every key, for None) from the record cache."""
         db = self._require_open()
+        cache = self._cache
+        cache.begin_write()
         try:
             db.write(write, self._write_options)
         except Exception as exc:  # rocksdict reports every RocksDB status as a bare Exception
+            keys = None  # what the failed write left in RocksDB is unknown: drop everything
             raise _translate(exc, self._path, action) from exc
+        finally:
+            cache.end_write(keys)
 
     def _require_open(self) -> Rdict:
         if self._db is None:
