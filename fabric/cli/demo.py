@@ -88,7 +88,15 @@ class Instances:
         }
         for number, port in enumerate(self._ports, start=1):
             instance = f"demo-{number}"
-            argv = ["serve", "--instance-id", instance, "--port", str(port)]
+            argv = [
+                "serve",
+                "--instance-id",
+                instance,
+                "--port",
+                str(port),
+                "--standby-replicas",
+                "1",
+            ]
             print(f"\n$ fabric {' '.join(argv)} &", flush=True)
             log_path = self._cfg.stack.state_dir / f"{instance}.log"
             with log_path.open("wb") as log_file:

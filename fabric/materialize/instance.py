@@ -117,6 +117,7 @@ class Materializer:
         self.member_id = ""  # this consumer's id in the group, once it has joined
         self._commits_enabled = True
         self._to_let_go: list[tuple[str, int]] = []  # appended by other threads, popped here
+        self._rejoin_reason: str | None = None  # set by other threads, acted on here
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -174,6 +175,11 @@ class Materializer:
         self._consumer = Consumer(self._consumer_settings())
         self._subscribe()
 
+    def request_rejoin(self, reason: str) -> None:
+        """Replace the group consumer as if it had failed: for a consumer the group no longer
+        counts as a member that does not notice (safe from any thread)."""
+        self._rejoin_reason = reason
+
     def let_go(self, topic: str, partition: int) -> None:
         """During a handover: stop applying and serving a partition (its new owner is ACTIVE)."""
         self._to_let_go.append((topic, partition))
@@ -187,6 +193,9 @@ class Materializer:
             return sorted(self._standbys)
 
     def _loop_once(self) -> None:
+        reason, self._rejoin_reason = self._rejoin_reason, None
+        if reason is not None and not self._handing_over:
+            raise ConsumerFailedError(reason)
         self._apply_markers()
         self._sync_standbys()
         self._step()

@@ -35,7 +35,7 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.serve.handlers import Refusal, add_fabric_service
 from fabric.serve.peers import Peers
 from fabric.serve.service import FORWARDED, FabricService
-from fabric.serve.topology import GroupTopology, TopologySnapshot
+from fabric.serve.topology import AbsenceWatch, GroupTopology, TopologySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ _DRAIN_S = 5.0
 _REFUSE_S = 1.0
 _HANDOVER_POLL_S = 0.5
 _TOPOLOGY_EVERY_S = 2.0
+# Missing from the group this long (three session timeouts): the consumer is replaced.
+_ABSENT_REJOIN_S = 30.0
 
 
 class FabricServer:
@@ -202,11 +204,21 @@ class FabricServer:
         self._threads.append(thread)
 
     def _watch_health(self) -> None:
+        absence = AbsenceWatch(_ABSENT_REJOIN_S)
         while not self._stopping.is_set():
             self._set_health(serving=self.materializer.all_active())
             # Also keeps the topology's memory of previous owners current, for handovers.
             snapshot = self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
             self._place_standbys(snapshot)
+            if absence.observe(snapshot, self.me.instance_id, time.monotonic()):
+                log.warning(
+                    "this instance has not been a member of group %s for %.0fs; rejoining",
+                    self.materializer.settings.group,
+                    _ABSENT_REJOIN_S,
+                )
+                self.materializer.request_rejoin(
+                    f"not a member of the group for {_ABSENT_REJOIN_S:.0f}s"
+                )
             time.sleep(_HEALTH_EVERY_S)
 
     def _place_standbys(self, snapshot: TopologySnapshot) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # How long a partition's previous owner is remembered: long enough for a new owner to restore.
 _PREVIOUS_KEPT_S = 600.0
 _DESCRIBE_TIMEOUT_S = 5.0
+_FRESH_S = 5.0  # a description older than this says nothing about who is a member now
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,34 @@ def _timed_out(exc: Exception) -> bool:
     if isinstance(exc, KafkaException):
         return bool(exc.args) and exc.args[0].code() == KafkaError._TIMED_OUT
     return True
+
+
+class AbsenceWatch:
+    """Says when an instance has been missing from its group's description for long enough to
+    replace its consumer.
+
+    A static member whose session timed out (a broker restart can do it) may never rejoin by
+    itself: librdkafka keeps the consumer alive, without partitions, outside the group
+    (confluentinc/librdkafka#3437). Only descriptions read recently count, so a Kafka that
+    cannot be asked is not taken for an absence.
+    """
+
+    def __init__(self, after_s: float) -> None:
+        self._after_s = after_s
+        self._absent_since: float | None = None
+
+    def observe(self, snapshot: TopologySnapshot, instance_id: str, now: float) -> bool:
+        """True when ``instance_id`` has been absent from every fresh description for
+        ``after_s``; the watch then starts over, giving the new consumer as long to join."""
+        if now - snapshot.read_at > _FRESH_S:
+            return False
+        if instance_id in snapshot.member_ids:
+            self._absent_since = None
+            return False
+        if self._absent_since is None:
+            self._absent_since = now
+            return False
+        if now - self._absent_since < self._after_s:
+            return False
+        self._absent_since = now
+        return True
