@@ -155,7 +155,15 @@ typedef struct {
     Py_ssize_t ncolumns;
     Column *columns;
     PyObject *loads; /* the JSON parser of images and json values (orjson.loads) */
+    /* Rows already written: stored value (bytes) -> its serialized Row. A Row is a function of
+     * the plan and the stored value alone, so nothing ever invalidates an entry; the memo is
+     * emptied when it reaches RENDERED_MAX_BYTES. */
+    PyObject *rendered;
+    Py_ssize_t rendered_bytes;
 } RowPlan;
+
+#define RENDERED_MAX_BYTES (16 * 1024 * 1024)
+#define RENDERED_ENTRY_OVERHEAD 150 /* a dict slot and the Row's bytes object */
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -1001,6 +1009,25 @@ static int write_freshness(const Freshness *f, Buffer *out) {
     return 0;
 }
 
+/* Keep the Row written for `stored`; 0, or -1 on an error. */
+static int remember_row(RowPlan *plan, PyObject *stored, const Buffer *row) {
+    Py_ssize_t size = PyBytes_GET_SIZE(stored) + row->len + RENDERED_ENTRY_OVERHEAD;
+    if (plan->rendered_bytes + size > RENDERED_MAX_BYTES) {
+        PyDict_Clear(plan->rendered);
+        plan->rendered_bytes = 0;
+    }
+    PyObject *written = PyBytes_FromStringAndSize(row->data, row->len);
+    if (written == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(plan->rendered, stored, written);
+    Py_DECREF(written);
+    if (rc == 0) {
+        plan->rendered_bytes += size;
+    }
+    return rc;
+}
+
 /* One answer to `out`: a GetResponse, or a LookupResult with status OK when `lookup`.
  * 1 written, 0 declined, -1 error. */
 static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int lookup, Buffer *out) {
@@ -1009,6 +1036,9 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
     buffer_init(&fresh);
     int found = stored != Py_None;
     int result = 1;
+    const char *row_data = NULL; /* the Row: in `row`, or in `known` from the memo */
+    Py_ssize_t row_len = 0;
+    PyObject *known = NULL;
     if (found) {
         if (!PyBytes_Check(stored)) {
             PyErr_SetString(PyExc_TypeError, "a stored value is bytes or None");
@@ -1029,6 +1059,22 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
         f->lsn = (v[1] & STORED_NO_LSN) ? 0 : lsn;
         f->commit_time_ms = (v[1] & STORED_NO_COMMIT_TS) ? 0 : commit_ts_ms;
         f->offset = offset;
+        if (plan->rendered == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "RowPlan was not initialised");
+            result = -1;
+            goto done;
+        }
+        known = PyDict_GetItemWithError(plan->rendered, stored);
+        if (known != NULL) {
+            Py_INCREF(known);
+            row_data = PyBytes_AS_STRING(known);
+            row_len = PyBytes_GET_SIZE(known);
+            goto framed;
+        }
+        if (PyErr_Occurred()) {
+            result = -1;
+            goto done;
+        }
         result = scan_row(plan, (const char *)v + STORED_HEADER, n - STORED_HEADER, &row);
         if (result < 0) {
             goto done;
@@ -1055,11 +1101,18 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
                 goto done;
             }
         }
+        if (remember_row(plan, stored, &row) < 0) {
+            result = -1;
+            goto done;
+        }
+        row_data = row.data;
+        row_len = row.len;
     } else {
         f->lsn = 0;
         f->commit_time_ms = 0;
         f->offset = -1;
     }
+framed:
     if (write_freshness(f, &fresh) < 0) {
         result = -1;
         goto done;
@@ -1075,7 +1128,7 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
         const char found_true[2] = {lookup ? 0x18 : 0x08, 0x01};
         char row_tag = lookup ? 0x22 : 0x12;
         if (buffer_put(out, found_true, 2) < 0 || buffer_put(out, &row_tag, 1) < 0 ||
-            buffer_varint(out, (uint64_t)row.len) < 0 || buffer_put(out, row.data, row.len) < 0) {
+            buffer_varint(out, (uint64_t)row_len) < 0 || buffer_put(out, row_data, row_len) < 0) {
             result = -1;
             goto done;
         }
@@ -1086,6 +1139,7 @@ static int write_answer(RowPlan *plan, PyObject *stored, Freshness *f, int looku
         result = -1;
     }
 done:
+    Py_XDECREF(known);
     buffer_free(&row);
     buffer_free(&fresh);
     return result;
@@ -1123,6 +1177,7 @@ static void plan_clear_columns(RowPlan *self) {
 static void plan_dealloc(RowPlan *self) {
     plan_clear_columns(self);
     Py_XDECREF(self->loads);
+    Py_XDECREF(self->rendered);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1190,7 +1245,9 @@ static int plan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
     }
     Py_INCREF(loads);
     Py_XSETREF(self->loads, loads);
-    return 0;
+    Py_XSETREF(self->rendered, PyDict_New());
+    self->rendered_bytes = 0;
+    return self->rendered == NULL ? -1 : 0;
 }
 
 static PyObject *plan_row(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {

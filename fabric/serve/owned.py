@@ -81,17 +81,21 @@ class OwnedGets:
         )
         return answer, meta
 
-    def metadata(self, lookups: Sequence[pb.GetRequest]) -> list[KeyQueryMetadata | None]:
+    def metadata(
+        self, lookups: Sequence[pb.GetRequest]
+    ) -> tuple[list[KeyQueryMetadata | None], bool]:
         """Where each lookup of one integer key lives (a ``BatchGet`` routes its lookups here
-        first), or None where the general routing must say; a table's route is checked once
-        per call."""
+        first), or None where the general routing must say; and whether any lookup has a
+        bound. A table's route is checked once per call."""
         routes: dict[str, _Route | None] = {}
         located: list[KeyQueryMetadata | None] = []
+        bounded = False
         for request in lookups:
             name = request.table
             route = routes[name] if name in routes else routes.setdefault(name, self._route(name))
             located.append(None if route is None else _key_metadata(route, request))
-        return located
+            bounded = bounded or request.HasField("bound")
+        return located, bounded
 
     def _locate(self, request: pb.GetRequest) -> tuple[_Route, KeyQueryMetadata] | None:
         route = self._route(request.table)

@@ -172,16 +172,16 @@ class FabricService(pb_grpc.FabricServicer):
             forwarded = _is_forwarded(context)
             results: list[bytes | None] = [None] * len(request.lookups)
             pending: list[tuple[int, KeyQueryMetadata]] = []
-            located = self._owned.metadata(request.lookups)
-            for index, (lookup, meta) in enumerate(zip(request.lookups, located, strict=True)):
+            located, bounded = self._owned.metadata(request.lookups)
+            for index, meta in enumerate(located):
                 if meta is not None:
                     pending.append((index, meta))
                     continue
+                lookup = request.lookups[index]
                 try:
                     pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
                 except FabricError as exc:
                     results[index] = _failed(_code_of(exc), str(exc))
-            bounded = any(lookup.HasField("bound") for lookup in request.lookups)
             self._batch(request, pending, results, deadline, forwarded, bounded=bounded)
             return batch_get_response(
                 [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]

@@ -18,7 +18,7 @@ bloom filter answers them cheaply.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 _ENTRY_OVERHEAD = 100  # bytes a dict slot and two bytes objects cost beyond their contents
 
@@ -34,6 +34,10 @@ class RecordCache:
 
     def get(self, key: bytes) -> bytes | None:
         return self._values.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get = self._values.get
+        return [get(key) for key in keys]
 
     def epoch(self) -> int:
         """What a reader notes before reading the store, to :meth:`fill` with afterwards."""

@@ -233,7 +233,7 @@ class PartitionStore:
     def get_many_stored(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """:meth:`get_many` undecoded, as :meth:`get_stored`."""
         cache = self._cache
-        values = [cache.get(key) for key in keys]
+        values = cache.get_many(keys)
         missed = [index for index, value in enumerate(values) if value is None]
         if not missed:
             return values

@@ -396,6 +396,51 @@ def test_lookup_results_answer_each_value_in_order() -> None:
     assert [r.found for r in found] == [v is not None for v in values]
 
 
+def test_a_row_written_before_is_answered_the_same_again() -> None:
+    """The plan keeps the Rows it wrote; the second answer of a value (and of an equal value
+    in another bytes object) is the first, with the second call's freshness."""
+    writer = RowWriter(_TABLE)
+    answers = AnswerWriter("instance-7")
+    stored = StoredRow(5, 6, 7, orjson.dumps(_IMAGE))
+    for partition, applied, lag in [(1, 10, 0), (1, 11, 3), (2, 12, 0)]:
+        expected = _python_answer(
+            stored, lookup=True, partition=partition, applied=applied, lag=lag
+        )
+        for value in (stored.encode(), bytes(bytearray(stored.encode()))):
+            (answer,) = answers.lookup_results(
+                writer, [value], partition=partition, applied_offset=applied, lag_records=lag
+            )
+            assert answer == expected
+    expected = _python_answer(stored, lookup=False, partition=0, applied=1, lag=2)
+    assert (
+        answers.get_response(writer, stored.encode(), partition=0, applied_offset=1, lag_records=2)
+        == expected
+    )
+
+
+def test_answers_stay_right_past_the_memo_of_written_rows() -> None:
+    """Rows of ~100 KB: the plan's memo (16 MiB) empties several times over."""
+    writer = RowWriter(_TABLE)
+    answers = AnswerWriter("instance-7")
+    values = [
+        StoredRow(n, n, n, orjson.dumps({**_IMAGE, "id": n, "name": f"{n}" + "x" * 100_000}))
+        for n in range(400)
+    ]
+    for _ in range(2):
+        for stored in values[::7]:
+            expected = _python_answer(stored, lookup=True, partition=0, applied=0, lag=0)
+            (answer,) = answers.lookup_results(
+                writer, [stored.encode()], partition=0, applied_offset=0, lag_records=0
+            )
+            assert answer == expected
+        results = answers.lookup_results(
+            writer, [v.encode() for v in values], partition=0, applied_offset=0, lag_records=0
+        )
+        assert [pb.LookupResult.FromString(r).row.fields[0].value.int for r in results if r] == [
+            n for n in range(400)
+        ]
+
+
 def test_a_large_row_grows_the_buffer() -> None:
     writer = _writer(TEXT)
     text = "x" * 100_000 + "☺"
