@@ -92,6 +92,7 @@ class Materializer:
         # Standby replicas: applied by _standby_consumer, which is assigned by hand.
         self._standbys: dict[TopicPartitionKey, AssignedPartition] = {}
         self._standby_consumer: Consumer | None = None
+        self._standby_offsets: Consumer | None = None  # answers _open_partition's questions
         self._wanted_standbys: frozenset[TopicPartitionKey] = frozenset()  # set by other threads
         self._lock = threading.Lock()  # guards _assigned and _standbys for readers elsewhere
         # Notified after every applied batch, for lookups waiting on a PositionBound.
@@ -237,10 +238,10 @@ class Materializer:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(RuntimeError):  # already closed
-            self._consumer.close()
-            if self._standby_consumer is not None:
-                self._standby_consumer.close()
+        for consumer in (self._consumer, self._standby_consumer, self._standby_offsets):
+            if consumer is not None:
+                with contextlib.suppress(RuntimeError):  # already closed
+                    consumer.close()
         with self._lock:
             for part in [*self._assigned.values(), *self._standbys.values()]:
                 part.applier.store.close()
@@ -509,8 +510,8 @@ class Materializer:
     def _open_partition(
         self, consumer: Consumer, topic: str, partition: int, *, wait_for_lock: bool
     ) -> tuple[AssignedPartition, int]:
-        """Open a partition's store and its applier; return them with the offset ``consumer``
-        resumes from."""
+        """Open a partition's store and its applier; return them with the offset to resume from
+        (``consumer`` answers the topic's offsets and partition count)."""
         path = self.settings.state_dir / topic / str(partition)
         low, high = consumer.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=10, cached=False
@@ -543,7 +544,9 @@ class Materializer:
         applier = PartitionApplier(
             topic=topic,
             partition=partition,
-            num_partitions=self._partition_count(consumer, topic),
+            # A topic's partition count never changes under the fabric (that would move keys).
+            num_partitions=self._partition_counts.get(topic)
+            or self._partition_count(consumer, topic),
             table=self.table_of(topic),
             store=store,
             dead_letters=self._dead_letters,
@@ -599,23 +602,28 @@ class Materializer:
             owned = set(self._assigned)
         for key in sorted(held - wanted):
             self._drop_standby(key)
-        for topic, partition in sorted(wanted - held - owned):
+        # One store per turn of the loop: the owned partitions are applied between two opens.
+        for topic, partition in sorted(wanted - held - owned)[:1]:
             self._open_standby(topic, partition)
 
     def _open_standby(self, topic: str, partition: int) -> None:
+        if self._standby_consumer is None or self._standby_offsets is None:
+            settings = {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"{self.settings.group}.standby.{self.settings.instance_id}",
+                "enable.auto.commit": False,
+                "queued.min.messages": 100_000,
+                "logger": log,
+            }
+            self._standby_consumer = Consumer(settings)
+            # Never assigned: a consumer that is fetching answers an offsets request only once
+            # its pending fetch returns (up to fetch.wait.max.ms, 500 ms), and the loop waits.
+            self._standby_offsets = Consumer(settings)
         consumer = self._standby_consumer
-        if consumer is None:
-            consumer = self._standby_consumer = Consumer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "group.id": f"{self.settings.group}.standby.{self.settings.instance_id}",
-                    "enable.auto.commit": False,
-                    "queued.min.messages": 100_000,
-                    "logger": log,
-                }
-            )
         try:
-            part, resume = self._open_partition(consumer, topic, partition, wait_for_lock=False)
+            part, resume = self._open_partition(
+                self._standby_offsets, topic, partition, wait_for_lock=False
+            )
         except StoreLockedError:
             return  # a stopping process of this instance still holds it: tried again next loop
         except (StoreError, KafkaException) as exc:
