@@ -360,7 +360,10 @@ class Materializer:
             with contextlib.suppress(KafkaException):  # monitoring only; the store has the truth
                 self._consumer.commit(offsets=commits, asynchronous=True)
         if self._standby_consumer is not None and self._standbys:
-            self._apply(self._standby_consumer, self._standbys, 0)
+            try:
+                self._apply(self._standby_consumer, self._standbys, 0)
+            except ConsumerFailedError as exc:
+                self._reset_standbys(exc)
 
     def _apply(
         self,
@@ -592,8 +595,8 @@ class Materializer:
 
     def want_standbys(self, partitions: Collection[TopicPartitionKey]) -> None:
         """Keep standby replicas of exactly these partitions (the ones this instance owns
-        aside); safe from any thread, applied by the loop."""
-        self._wanted_standbys = frozenset(partitions)
+        aside); safe from any thread, applied by the loop. A leaving instance keeps none."""
+        self._wanted_standbys = frozenset() if self._handing_over else frozenset(partitions)
 
     def _sync_standbys(self) -> None:
         wanted = self._wanted_standbys
@@ -673,6 +676,18 @@ class Materializer:
             part.state.value,
         )
         return part.position
+
+    def _reset_standbys(self, failure: ConsumerFailedError) -> None:
+        """The standby consumer failed: close every standby and both consumers; the next turns
+        of the loop open them again from their stores."""
+        log.error("standby consumer failed, reopening standbys error=%s", failure)
+        for key in self.held_standbys():
+            self._drop_standby(key)
+        for consumer in (self._standby_consumer, self._standby_offsets):
+            if consumer is not None:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    consumer.close()
+        self._standby_consumer = self._standby_offsets = None
 
     def _unassign_standby(self, key: TopicPartitionKey) -> None:
         if self._standby_consumer is not None:
