@@ -45,8 +45,10 @@ _DRAIN_S = 5.0
 _REFUSE_S = 1.0
 _HANDOVER_POLL_S = 0.5
 _TOPOLOGY_EVERY_S = 2.0
-# Missing from the group this long (three session timeouts): the consumer is replaced.
+# Missing from the group this long (three session timeouts; one, holding no partition): the
+# consumer is replaced.
 _ABSENT_REJOIN_S = 30.0
+_ABSENT_EMPTY_REJOIN_S = 10.0
 
 
 class FabricServer:
@@ -204,21 +206,20 @@ class FabricServer:
         self._threads.append(thread)
 
     def _watch_health(self) -> None:
-        absence = AbsenceWatch(_ABSENT_REJOIN_S)
+        absence = AbsenceWatch(_ABSENT_REJOIN_S, _ABSENT_EMPTY_REJOIN_S)
         while not self._stopping.is_set():
             self._set_health(serving=self.materializer.all_active())
             # Also keeps the topology's memory of previous owners current, for handovers.
             snapshot = self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
             self._place_standbys(snapshot)
-            if absence.observe(snapshot, self.me.instance_id, time.monotonic()):
+            holding = bool(self.materializer.held_partitions())
+            if absence.observe(snapshot, self.me.instance_id, time.monotonic(), holding=holding):
                 log.warning(
-                    "this instance has not been a member of group %s for %.0fs; rejoining",
+                    "this instance is not a member of group %s (holding %s partitions); rejoining",
                     self.materializer.settings.group,
-                    _ABSENT_REJOIN_S,
+                    "its" if holding else "no",
                 )
-                self.materializer.request_rejoin(
-                    f"not a member of the group for {_ABSENT_REJOIN_S:.0f}s"
-                )
+                self.materializer.request_rejoin("not a member of the group")
             time.sleep(_HEALTH_EVERY_S)
 
     def _place_standbys(self, snapshot: TopologySnapshot) -> None:

@@ -132,16 +132,22 @@ class AbsenceWatch:
     A static member whose session timed out (a broker restart can do it) may never rejoin by
     itself: librdkafka keeps the consumer alive, without partitions, outside the group
     (confluentinc/librdkafka#3437). Only descriptions read recently count, so a Kafka that
-    cannot be asked is not taken for an absence.
+    cannot be asked is not taken for an absence. An instance that holds no partition (it lost
+    them with its session, or has not joined yet) has nothing to lose by joining again, and is
+    replaced sooner.
     """
 
-    def __init__(self, after_s: float) -> None:
+    def __init__(self, after_s: float, empty_after_s: float) -> None:
         self._after_s = after_s
+        self._empty_after_s = empty_after_s
         self._absent_since: float | None = None
 
-    def observe(self, snapshot: TopologySnapshot, instance_id: str, now: float) -> bool:
+    def observe(
+        self, snapshot: TopologySnapshot, instance_id: str, now: float, *, holding: bool
+    ) -> bool:
         """True when ``instance_id`` has been absent from every fresh description for
-        ``after_s``; the watch then starts over, giving the new consumer as long to join."""
+        ``after_s`` (``empty_after_s`` when it is not ``holding`` partitions); the watch then
+        starts over, giving the new consumer as long to join."""
         if now - snapshot.read_at > _FRESH_S:
             return False
         if instance_id in snapshot.member_ids:
@@ -150,7 +156,7 @@ class AbsenceWatch:
         if self._absent_since is None:
             self._absent_since = now
             return False
-        if now - self._absent_since < self._after_s:
+        if now - self._absent_since < (self._after_s if holding else self._empty_after_s):
             return False
         self._absent_since = now
         return True
