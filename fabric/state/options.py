@@ -25,6 +25,7 @@ from rocksdict import (
 )
 
 MiB = 1024 * 1024
+_KEPT_INFO_LOGS = 3
 
 Compression = Literal["lz4", "zstd", "none"]
 
@@ -77,6 +78,9 @@ class StoreOptions:
         # Point-in-time recovery stops replay at the first damaged WAL record, which keeps the
         # rows-and-offset batches whole: a machine crash costs a tail, never a torn batch.
         options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
+        # RocksDB starts a new info log at every open and keeps the old ones by default: a
+        # store reopened at each restart or handover would gather them without end.
+        options.set_keep_log_file_num(_KEPT_INFO_LOGS)
         table = BlockBasedOptions()
         table.set_block_cache(
             _shared_cache("block", self.block_cache_bytes)

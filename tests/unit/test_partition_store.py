@@ -388,3 +388,9 @@ def test_sigkill_leaves_exactly_the_rows_up_to_the_stored_offset(tmp_path: Path)
             assert offsets == list(range(applied + 1))
             assert all(store.get(key(n)) is not None for n in (0, applied))
             assert store.get(key(applied + 1)) is None
+
+
+def test_reopening_keeps_few_info_logs(tmp_path: Path) -> None:
+    for _ in range(8):
+        PartitionStore.open(tmp_path / "store", SMALL).close()
+    assert len(list((tmp_path / "store").glob("LOG.old.*"))) <= 3
