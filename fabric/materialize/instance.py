@@ -94,6 +94,9 @@ class Materializer:
         self._standby_consumer: Consumer | None = None
         self._standby_offsets: Consumer | None = None  # answers _open_partition's questions
         self._wanted_standbys: frozenset[TopicPartitionKey] = frozenset()  # set by other threads
+        # The wanted set the standbys last matched, None after an assignment change: the loop
+        # looks at its standbys again only when this is not the wanted set itself.
+        self._standbys_synced: frozenset[TopicPartitionKey] | None = None
         self._lock = threading.Lock()  # guards _assigned and _standbys for readers elsewhere
         # Notified after every applied batch, for lookups waiting on a PositionBound.
         self.progress = threading.Condition()
@@ -269,12 +272,6 @@ class Materializer:
             partitions=partitions,
             standbys=standbys,
         )
-
-    def store(self, topic: str, partition: int) -> PartitionStore | None:
-        """The store of an assigned partition, or None when this instance does not own it."""
-        with self._lock:
-            part = self._assigned.get((topic, partition))
-        return part.applier.store if part is not None else None
 
     def serving(
         self, topic: str, partition: int
@@ -486,6 +483,8 @@ class Materializer:
         self._notify_rebalance()
 
     def _notify_rebalance(self) -> None:
+        """After every assignment change: the standbys are looked at again, listeners told."""
+        self._standbys_synced = None
         for listener in self._rebalance_listeners:
             try:
                 listener()
@@ -596,18 +595,25 @@ class Materializer:
     def want_standbys(self, partitions: Collection[TopicPartitionKey]) -> None:
         """Keep standby replicas of exactly these partitions (the ones this instance owns
         aside); safe from any thread, applied by the loop. A leaving instance keeps none."""
-        self._wanted_standbys = frozenset() if self._handing_over else frozenset(partitions)
+        wanted = frozenset() if self._handing_over else frozenset(partitions)
+        if wanted != self._wanted_standbys:  # the same object while nothing changes
+            self._wanted_standbys = wanted
 
     def _sync_standbys(self) -> None:
         wanted = self._wanted_standbys
+        if wanted is self._standbys_synced:
+            return
         with self._lock:
             held = set(self._standbys)
             owned = set(self._assigned)
+        missing = sorted(wanted - held - owned)
         for key in sorted(held - wanted):
             self._drop_standby(key)
         # One store per turn of the loop: the owned partitions are applied between two opens.
-        for topic, partition in sorted(wanted - held - owned)[:1]:
+        for topic, partition in missing[:1]:
             self._open_standby(topic, partition)
+        if not missing:
+            self._standbys_synced = wanted
 
     def _open_standby(self, topic: str, partition: int) -> None:
         if self._standby_consumer is None or self._standby_offsets is None:
@@ -688,6 +694,7 @@ class Materializer:
                 with contextlib.suppress(KafkaException, RuntimeError):
                     consumer.close()
         self._standby_consumer = self._standby_offsets = None
+        self._standbys_synced = None
 
     def _unassign_standby(self, key: TopicPartitionKey) -> None:
         if self._standby_consumer is not None:

@@ -343,25 +343,7 @@ def cluster(
 ) -> Iterator[Cluster]:
     """Three instances of one group on loopback, settled and holding every source row."""
     root = tmp_path_factory.mktemp("instances")
-    env = {
-        **stack_env,
-        "FABRIC_TOPIC_PREFIX": capture.prefix,
-        "FABRIC_HANDOVER_TIMEOUT_S": "60",
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    instances = [
-        Instance(
-            instance_id=f"{capture.prefix}-{name}",
-            port=port,
-            state_dir=root / name,
-            log_dir=root,
-            env=env,
-            group=f"{capture.prefix}-group",
-            channel=grpc.insecure_channel(f"127.0.0.1:{port}"),
-            processes=processes,
-        )
-        for name, port in zip("abc", free_ports(3), strict=True)
-    ]
+    instances = new_instances(capture, stack_env, root, "abc", group="group")
     cluster = Cluster(capture, instances)
     try:
         cluster.ensure_ready()
@@ -370,6 +352,40 @@ def cluster(
         yield cluster
     finally:
         stop_instances(instances)
+
+
+def new_instances(
+    capture: Capture,
+    stack_env: Mapping[str, str],
+    root: Path,
+    names: str,
+    *,
+    group: str,
+    settings: Mapping[str, str] | None = None,
+) -> list[Instance]:
+    """Instances ``<prefix>-<name>`` (not started) of the group ``<prefix>-<group>``, each on a
+    free loopback port with its state under ``root``, reading the capture's topics; ``settings``
+    add to their environment."""
+    env = {
+        **stack_env,
+        "FABRIC_TOPIC_PREFIX": capture.prefix,
+        "FABRIC_HANDOVER_TIMEOUT_S": "60",
+        **(settings or {}),
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    return [
+        Instance(
+            instance_id=f"{capture.prefix}-{name}",
+            port=port,
+            state_dir=root / name,
+            log_dir=root,
+            env=env,
+            group=f"{capture.prefix}-{group}",
+            channel=grpc.insecure_channel(f"127.0.0.1:{port}"),
+            processes=processes,
+        )
+        for name, port in zip(names, free_ports(len(names)), strict=True)
+    ]
 
 
 def stop_instances(instances: Sequence[Instance]) -> None:

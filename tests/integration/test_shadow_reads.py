@@ -157,8 +157,9 @@ def test_rows_wrong_in_the_store_are_counted_and_logged(
 
 
 def _stored(server: FabricServer, key: bytes, partitions: int) -> tuple[PartitionStore, StoredRow]:
-    store = server.materializer.store("auction.public.users", partition_for(key, partitions))
-    assert store is not None
+    served = server.materializer.serving("auction.public.users", partition_for(key, partitions))
+    assert served is not None
+    store = served[0]
     row = store.get(key)
     assert row is not None
     return store, row

@@ -9,29 +9,26 @@ topic prefix) and runs its two instances in a group of their own.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from fabric.materialize.status import STATUS_FILE, InstanceStatus
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.values import decode_row
-from tests.conftest import free_ports
 from tests.integration.test_query_service import (
     CALL_S,
     KILL_CALL_S,
     TABLES,
     Capture,
     Cluster,
-    Instance,
     capture,  # noqa: F401 - the module's fixture
     get_all,
     holds_everything,
     lookup,
+    new_instances,
     rename,
     row_difference,
     start_load,
@@ -50,26 +47,8 @@ def pair(
 ) -> Iterator[Cluster]:
     """Two instances, each holding ACTIVE standby replicas of the other's partitions."""
     root = tmp_path_factory.mktemp("standby")
-    env = {
-        **stack_env,
-        "FABRIC_TOPIC_PREFIX": capture.prefix,
-        "FABRIC_HANDOVER_TIMEOUT_S": "60",
-        "FABRIC_STANDBY_REPLICAS": "1",
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-    instances = [
-        Instance(
-            instance_id=f"{capture.prefix}-standby-{name}",
-            port=port,
-            state_dir=root / name,
-            log_dir=root,
-            env=env,
-            group=f"{capture.prefix}-standby",
-            channel=grpc.insecure_channel(f"127.0.0.1:{port}"),
-            processes=processes,
-        )
-        for name, port in zip("ab", free_ports(2), strict=True)
-    ]
+    settings = {"FABRIC_STANDBY_REPLICAS": "1"}
+    instances = new_instances(capture, stack_env, root, "ab", group="standby", settings=settings)
     cluster = Cluster(capture, instances)
     try:
         cluster.ensure_ready()
