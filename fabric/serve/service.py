@@ -60,7 +60,7 @@ from fabric.serve.scanning import (
     scan_partitions,
     scan_token,
 )
-from fabric.serve.topology import GroupTopology
+from fabric.serve.topology import GroupTopology, TopologySnapshot
 from fabric.serve.watch import watch_changes
 from fabric.state.row import StoredRow
 
@@ -73,6 +73,10 @@ RETRY_AFTER_MS = "fabric-retry-after-ms"
 MAX_BATCH = 1000
 DEFAULT_DEADLINE_S = 10.0
 _BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.3)
+# Routing trusts an owners map this old; an owner answering "not mine" makes it read again.
+_ROUTE_MAX_AGE_S = 5.0
+_FORWARD_RESERVE_S = 0.05
+_PEER_TOPOLOGY_S = 2.0
 
 T = TypeVar("T")
 
@@ -212,7 +216,7 @@ class FabricService(pb_grpc.FabricServicer):
                 local.append(items)
                 continue
             position = self._materializer.partition_position(topic, partition)
-            owner = None if forwarded else self._owner(topic, partition, refresh=False)
+            owner = None if forwarded else self._snapshot(deadline).owner(topic, partition)
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(items)
             else:
@@ -340,7 +344,7 @@ class FabricService(pb_grpc.FabricServicer):
         return self._forwarding.submit(
             self._peers.batch_get(endpoint),
             forward,
-            timeout=max(0.001, deadline - time.monotonic()),
+            timeout=_forward_timeout(deadline),
             metadata=self._forward_metadata(),
         )
 
@@ -456,27 +460,35 @@ class FabricService(pb_grpc.FabricServicer):
     ) -> pb.Topology:
         with _status_of(context):
             forwarded = _is_forwarded(context)
-            snapshot = self._topology.refresh(max_age_s=0.0 if not forwarded else 1.0)
+            deadline = _deadline(context)
+            snapshot = self._snapshot(deadline, max_age_s=0.0 if not forwarded else 1.0)
             remote_state: dict[tuple[str, int], tuple[str, int]] = {}
-            if not forwarded:
-                for host in snapshot.instances:
-                    if host == self._me:
-                        continue
-                    try:
-                        theirs = self._peers.stub(host.endpoint).GetTopology(
-                            pb.GetTopologyRequest(),
-                            timeout=2.0,
-                            metadata=self._forward_metadata(),
-                        )
-                    except grpc.RpcError:
-                        continue
-                    for info in theirs.tables:
-                        for part in info.partitions:
-                            if part.owner == host.instance_id:
-                                remote_state[(info.topic, part.partition)] = (
-                                    part.state,
-                                    part.lag_records,
-                                )
+            # Each other instance tells the state and lag of what it owns, all asked at once.
+            asked = [
+                (
+                    host,
+                    self._forwarding.submit(
+                        self._peers.stub(host.endpoint).GetTopology,
+                        pb.GetTopologyRequest(),
+                        timeout=min(_PEER_TOPOLOGY_S, _forward_timeout(deadline)),
+                        metadata=self._forward_metadata(),
+                    ),
+                )
+                for host in ([] if forwarded else snapshot.instances)
+                if host != self._me
+            ]
+            for host, call in asked:
+                try:
+                    theirs = call.result()
+                except grpc.RpcError:
+                    continue
+                for info in theirs.tables:
+                    for part in info.partitions:
+                        if part.owner == host.instance_id:
+                            remote_state[(info.topic, part.partition)] = (
+                                part.state,
+                                part.lag_records,
+                            )
             tables = []
             for topic in self._materializer.table_topics():
                 table = self._materializer.table_of(topic)
@@ -585,7 +597,7 @@ class FabricService(pb_grpc.FabricServicer):
                 return local()
             except (NotLocalError, StoreError) as exc:
                 restoring_here = isinstance(exc, NotLocalError) and exc.state is not None
-            snapshot = self._topology.refresh(max_age_s=0.0 if attempt else 5.0)
+            snapshot = self._snapshot(deadline, max_age_s=0.0 if attempt else _ROUTE_MAX_AGE_S)
             previous = snapshot.previous_owner(meta.topic, meta.partition)
             if forwarded:
                 if restoring_here and previous is None:
@@ -599,7 +611,7 @@ class FabricService(pb_grpc.FabricServicer):
                     if target is None or target == self._me:
                         continue
                     try:
-                        return remote(target.endpoint, max(0.001, deadline - time.monotonic()))
+                        return remote(target.endpoint, _forward_timeout(deadline))
                     except grpc.RpcError as exc:
                         if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                             raise
@@ -615,9 +627,12 @@ class FabricService(pb_grpc.FabricServicer):
             time.sleep(pause)
             attempt += 1
 
-    def _owner(self, topic: str, partition: int, *, refresh: bool) -> HostInfo | None:
-        snapshot = self._topology.refresh(max_age_s=0.0 if refresh else 5.0)
-        return snapshot.owner(topic, partition)
+    def _snapshot(self, deadline: float, max_age_s: float = _ROUTE_MAX_AGE_S) -> TopologySnapshot:
+        """The partition owners, read again when older than ``max_age_s``. A lookup waits for
+        Kafka's answer at most half of what its deadline leaves, keeping the rest to forward,
+        retry or say UNAVAILABLE."""
+        wait_s = max(0.0, (deadline - time.monotonic()) / 2)
+        return self._topology.refresh(max_age_s=max_age_s, wait_s=wait_s)
 
     def _forward_metadata(self) -> tuple[tuple[str, str], ...]:
         return ((FORWARDED, self._me.instance_id),)
@@ -732,6 +747,13 @@ def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
 
 def _qualified(table: str) -> str:
     return decode_table(table)
+
+
+def _forward_timeout(deadline: float) -> float:
+    """The timeout of a call forwarded to an owner: what the deadline leaves, less the moment
+    this instance needs to pass the owner's answer (or its failure) back."""
+    remaining = deadline - time.monotonic()
+    return max(0.001, remaining - min(_FORWARD_RESERVE_S, remaining / 10))
 
 
 def _deadline(context: grpc.ServicerContext) -> float:

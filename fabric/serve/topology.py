@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription  # type: ignore[attr-defined]
 
 from fabric.materialize.membership import HostInfo, parse_client_id
 
@@ -47,7 +47,11 @@ class TopologySnapshot:
 
 
 class GroupTopology:
-    """The partition → owner map of one consumer group, refreshed on demand (rate-limited)."""
+    """The partition → owner map of one consumer group, refreshed on demand (rate-limited).
+
+    One description is read at a time. Callers wanting a newer snapshot share the read under
+    way and wait for it only as long as they can afford: a lookup never waits past what its
+    deadline leaves, even when the broker is slow to answer."""
 
     def __init__(self, bootstrap: str, group: str, min_interval_s: float = 0.5) -> None:
         self._bootstrap = bootstrap
@@ -57,59 +61,96 @@ class GroupTopology:
         self._lock = threading.Lock()
         self._snapshot = TopologySnapshot()
         self._previous: dict[tuple[str, int], tuple[HostInfo, float]] = {}
+        self._reading: concurrent.futures.Future[ConsumerGroupDescription] | None = None
+        self._reading_since = 0.0
 
     @property
     def snapshot(self) -> TopologySnapshot:
         return self._snapshot
 
-    def refresh(self, *, max_age_s: float = 0.0) -> TopologySnapshot:
-        """Read the group's assignment again unless the current one is younger than
-        ``max_age_s`` (or than the minimum interval between reads). Keeps the last snapshot when
-        Kafka cannot answer."""
+    def refresh(
+        self, *, max_age_s: float = 0.0, wait_s: float = _DESCRIBE_TIMEOUT_S + 1
+    ) -> TopologySnapshot:
+        """The group's assignment, read again unless the current snapshot is younger than
+        ``max_age_s`` (or than the minimum interval between reads). Waits at most ``wait_s``
+        for the read; keeps the last snapshot when Kafka cannot answer in time."""
         with self._lock:
+            self._collect()
             age = time.monotonic() - self._snapshot.read_at
             if age < max(max_age_s, self._min_interval_s):
                 return self._snapshot
-            try:
-                description = self._admin.describe_consumer_groups(
-                    [self._group], request_timeout=_DESCRIBE_TIMEOUT_S
-                )[self._group].result(timeout=_DESCRIBE_TIMEOUT_S + 1)
-            except (KafkaException, concurrent.futures.TimeoutError) as exc:
-                log.warning("cannot describe the group group=%s error=%r", self._group, exc)
-                if _timed_out(exc):
-                    # After a broker restart an admin client's requests can time out for good
-                    # (seen with librdkafka 2.16): a new client reconnects.
-                    self._admin = self._connect()
-                return self._snapshot
-            owners: dict[tuple[str, int], HostInfo] = {}
-            instances = []
-            member_ids = {}
-            for member in description.members:
-                host = parse_client_id(member.client_id or "")
-                if host is None:
-                    continue
-                instances.append(host)
-                member_ids[host.instance_id] = member.member_id
-                for tp in member.assignment.topic_partitions:
-                    owners[(tp.topic, tp.partition)] = host
-            now = time.monotonic()
-            previous = {
-                tp: (host, since)
-                for tp, (host, since) in self._previous.items()
-                if now - since < _PREVIOUS_KEPT_S
-            }
-            for tp, old in self._snapshot.owners.items():
-                if owners.get(tp) != old:
-                    previous[tp] = (old, now)
-            self._previous = previous
-            self._snapshot = TopologySnapshot(
-                owners,
-                tuple(sorted(instances, key=lambda h: h.instance_id)),
-                now,
-                {tp: host for tp, (host, _) in previous.items() if owners.get(tp) != host},
-                member_ids,
-            )
+            reading = self._start_read()
+        if wait_s > 0:
+            concurrent.futures.wait([reading], timeout=wait_s)
+        with self._lock:
+            self._collect()
             return self._snapshot
+
+    def _start_read(self) -> concurrent.futures.Future[ConsumerGroupDescription]:
+        """The description under way, or a new one."""
+        if self._reading is None:
+            self._reading = self._admin.describe_consumer_groups(
+                [self._group], request_timeout=_DESCRIBE_TIMEOUT_S
+            )[self._group]
+            self._reading_since = time.monotonic()
+        return self._reading
+
+    def _collect(self) -> None:
+        """Take in the description under way once it has an answer; give up on one that
+        outlived its own timeout."""
+        reading = self._reading
+        if reading is None:
+            return
+        if not reading.done():
+            if time.monotonic() - self._reading_since <= _DESCRIBE_TIMEOUT_S + 1:
+                return
+            reading.cancel()
+            self._reading = None
+            self._failed(concurrent.futures.TimeoutError())
+            return
+        self._reading = None
+        failure = reading.exception()
+        if failure is not None:
+            self._failed(failure)
+            return
+        self._install(reading.result())
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("cannot describe the group group=%s error=%r", self._group, exc)
+        if _timed_out(exc):
+            # After a broker restart an admin client's requests can time out for good (seen
+            # with librdkafka 2.16): a new client reconnects.
+            self._admin = self._connect()
+
+    def _install(self, description: ConsumerGroupDescription) -> None:
+        owners: dict[tuple[str, int], HostInfo] = {}
+        instances = []
+        member_ids = {}
+        for member in description.members:
+            host = parse_client_id(member.client_id or "")
+            if host is None:
+                continue
+            instances.append(host)
+            member_ids[host.instance_id] = member.member_id
+            for assigned in member.assignment.topic_partitions:
+                owners[(assigned.topic, assigned.partition)] = host
+        now = time.monotonic()
+        previous = {
+            tp: (host, since)
+            for tp, (host, since) in self._previous.items()
+            if now - since < _PREVIOUS_KEPT_S
+        }
+        for tp, old in self._snapshot.owners.items():
+            if owners.get(tp) != old:
+                previous[tp] = (old, now)
+        self._previous = previous
+        self._snapshot = TopologySnapshot(
+            owners,
+            tuple(sorted(instances, key=lambda h: h.instance_id)),
+            now,
+            {tp: host for tp, (host, _) in previous.items() if owners.get(tp) != host},
+            member_ids,
+        )
 
     def _connect(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self._bootstrap, "logger": log})  # type: ignore[dict-item]
@@ -119,10 +160,10 @@ class GroupTopology:
         self._snapshot = replace(self._snapshot, read_at=0.0)
 
 
-def _timed_out(exc: Exception) -> bool:
+def _timed_out(exc: BaseException) -> bool:
     if isinstance(exc, KafkaException):
         return bool(exc.args) and exc.args[0].code() == KafkaError._TIMED_OUT
-    return True
+    return isinstance(exc, concurrent.futures.TimeoutError)
 
 
 class AbsenceWatch:

@@ -7,6 +7,7 @@ import logging
 import signal
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,15 @@ def broker_settings(config: StackConfig, data_dir: Path) -> dict[str, str | int]
     }
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id as Kafka makes one: a random uuid in URL-safe base64, never starting
+    with ``-``, which the storage tool's argument parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class KafkaComponent(ComponentFiles):
     config: StackConfig
@@ -83,7 +93,7 @@ class KafkaComponent(ComponentFiles):
         jvm.write_properties(self.properties, broker_settings(self.config, self.data_dir))
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log.info("formatting Kafka storage at %s cluster_id=%s", self.data_dir, cluster_id)
         argv = jvm.java_argv(
             self.config.jvm, self.jars, self.home, "256m", "kafka.tools.StorageTool",

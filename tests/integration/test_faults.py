@@ -28,6 +28,7 @@ SAMPLE = ["sample", "load", "--users", "200", "--items", "300", "--bids", "1000"
 # Lookups may be unavailable while a dead instance's session times out (10 s) and its
 # partitions are restored elsewhere, or while Kafka restarts; never for longer than this.
 MAX_UNAVAILABLE_S = 30.0
+_LEVELS = ("WARNING", "ERROR", "CRITICAL")
 
 
 def test_every_fault_leaves_zero_differences(
@@ -46,6 +47,9 @@ def test_every_fault_leaves_zero_differences(
         with fault_session(stack_env, tmp_path / "instances", settings, results.append) as runner:
             runner.run(SEQUENCE)
             totals = runner.workload.totals
+    except Exception as exc:
+        _note_what_was_happening(exc, results, tmp_path / "instances")
+        raise
     finally:
         report = format_report(results)
         (tmp_path / "faults-report.md").write_text(report + "\n")
@@ -60,3 +64,16 @@ def test_every_fault_leaves_zero_differences(
     assert totals.truncates, "the workload truncated no table"
     for op in (Op("users", OpKind.KEY_CHANGE), Op("items", OpKind.UPDATE)):
         assert totals.rows[op] > 0, f"the workload made no {op}"
+
+
+def _note_what_was_happening(exc: Exception, results: list[FaultResult], logs: Path) -> None:
+    """The fault under way and the instances' own latest warnings, where a failure's report
+    ends (the middle of a long captured output is cut)."""
+    under_way = SEQUENCE[len(results)].value if len(results) < len(SEQUENCE) else "none"
+    exc.add_note(f"fault under way: {under_way}")
+    for log_file in sorted(logs.glob("*.log")):
+        lines = log_file.read_text(errors="replace").splitlines()
+        # Kafka's client library relays its connection noise with "thrd:" in it.
+        own = [line for line in lines if any(f" {level} " in line for level in _LEVELS)]
+        own = [line[:300] for line in own if "thrd:" not in line][-6:]
+        exc.add_note(f"{log_file.name} latest warnings:\n  " + "\n  ".join(own or ["none"]))

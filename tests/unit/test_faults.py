@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import random
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from fabric.faults.prober import Availability, LookupProber, Outage
 from fabric.faults.report import FaultResult, format_report, verify_summary
 from fabric.faults.runner import _partition_problem
 from fabric.sample.workload import TRUNCATES, TruncatePlan, WorkloadSettings, plan_truncate
-from fabric.serve.topology import GroupTopology
 from fabric.stack.manager import LocalStack
 from fabric.verify import ComparedFreshness, TableReport
 
@@ -199,24 +197,6 @@ def test_restarting_an_unknown_or_stopped_component_says_what_to_do(tmp_path: Pa
         stack.restart("zookeeper")
     with pytest.raises(StackError, match=r"kafka is not running.*fabric stack up"):
         stack.restart("kafka")
-
-
-class _StuckAdmin:
-    """An admin client whose describe never answers (librdkafka's after a broker restart)."""
-
-    def describe_consumer_groups(self, groups: list[str], **_: object) -> dict[str, object]:
-        future: concurrent.futures.Future[object] = concurrent.futures.Future()
-        future.set_exception(concurrent.futures.TimeoutError())
-        return dict.fromkeys(groups, future)
-
-
-def test_a_timed_out_group_description_keeps_the_snapshot_and_reconnects() -> None:
-    topology = GroupTopology("127.0.0.1:1", "g")
-    stuck = _StuckAdmin()
-    topology._admin = stuck  # type: ignore[assignment]
-    before = topology.snapshot
-    assert topology.refresh() is before
-    assert topology._admin is not stuck
 
 
 def test_fatal_lines_are_the_last_critical_log_lines(tmp_path: Path) -> None:
