@@ -34,7 +34,8 @@ from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.serve.handlers import Refusal, add_fabric_service
 from fabric.serve.peers import Peers
-from fabric.serve.service import FORWARDED, FabricService
+from fabric.serve.routing import FORWARDED
+from fabric.serve.service import FabricService
 from fabric.serve.topology import AbsenceWatch, GroupTopology, TopologySnapshot
 
 log = logging.getLogger(__name__)

@@ -1,24 +1,17 @@
 """The gRPC ``Fabric`` service of one instance: answers from its stores, forwards the rest.
 
-Routing. A lookup's partition is computed exactly as Connect's producer placed the record
-(:class:`fabric.core.keys.KeyCodec`, then murmur2). If this instance owns the partition and it
-is ACTIVE, the answer comes from its store. Otherwise the request goes, once, to the owner the
-group's assignment names (:mod:`fabric.serve.topology`), with the remaining deadline and the
-``fabric-forwarded`` header; a forwarded request is never forwarded again: an instance that does
-not serve the partition answers UNAVAILABLE with the ``fabric-not-owner`` trailer, which makes
-the forwarder read the topology again and retry. While a partition moves or restores, lookups
-are retried within their deadline, then answered UNAVAILABLE with a ``fabric-retry-after-ms``
-hint: never a wrong answer, never a stale one that does not say so (every row answer carries
-its :class:`Freshness`).
+Each RPC reads the partitions this instance serves and hands the others to the
+:class:`fabric.serve.routing.Router`; every row answer carries its freshness (the source LSN
+and commit time of the row, the partition, and how far that partition lags). The fabric's
+errors become gRPC statuses once, at the edge of every method (:class:`_status_of`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 
@@ -35,7 +28,7 @@ from fabric.errors import (
     UnknownTableError,
 )
 from fabric.materialize.instance import Materializer
-from fabric.materialize.membership import HostInfo, parse_client_id
+from fabric.materialize.membership import HostInfo
 from fabric.materialize.partition import PartitionPosition
 from fabric.materialize.tables import KeyQueryMetadata, LocalTables, NotLocalError
 from fabric.rpc.v1 import fabric_pb2 as pb
@@ -53,6 +46,17 @@ from fabric.rpc.wire import (
 from fabric.serve.bounds import ReadBounds
 from fabric.serve.owned import OwnedGets
 from fabric.serve.peers import Peers
+from fabric.serve.routing import (
+    NOT_OWNER,
+    PREVIOUS_OWNER,
+    RETRY_AFTER_MS,
+    NotServedHereError,
+    Router,
+    UnavailableError,
+    deadline_of,
+    forward_timeout,
+    is_forwarded,
+)
 from fabric.serve.scanning import (
     parse_scan_token,
     prefix_values,
@@ -60,40 +64,14 @@ from fabric.serve.scanning import (
     scan_partitions,
     scan_token,
 )
-from fabric.serve.topology import GroupTopology, TopologySnapshot
+from fabric.serve.topology import GroupTopology
 from fabric.serve.watch import watch_changes
 from fabric.state.row import StoredRow
 
 log = logging.getLogger(__name__)
 
-FORWARDED = "fabric-forwarded"
-NOT_OWNER = "fabric-not-owner"
-PREVIOUS_OWNER = "fabric-previous-owner"
-RETRY_AFTER_MS = "fabric-retry-after-ms"
 MAX_BATCH = 1000
-DEFAULT_DEADLINE_S = 10.0
-_BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.3)
-# Routing trusts an owners map this old; an owner answering "not mine" makes it read again.
-_ROUTE_MAX_AGE_S = 5.0
-_FORWARD_RESERVE_S = 0.05
 _PEER_TOPOLOGY_S = 2.0
-
-T = TypeVar("T")
-
-
-class _NotServedHereError(Exception):
-    """A forwarded request reached an instance that does not serve its partition; ``previous``
-    is the instance handing it over, if this one knows it."""
-
-    def __init__(self, previous: HostInfo | None = None) -> None:
-        super().__init__()
-        self.previous = previous
-
-
-class _UnavailableError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class FabricService(pb_grpc.FabricServicer):
@@ -109,7 +87,6 @@ class FabricService(pb_grpc.FabricServicer):
         self._materializer = materializer
         self._catalog = catalog
         self._tables = LocalTables(materializer, catalog)
-        self._topology = topology
         self._peers = peers
         self._encoders: dict[str, RowEncoder] = {}
         self._writers: dict[str, RowWriter] = {}
@@ -117,6 +94,7 @@ class FabricService(pb_grpc.FabricServicer):
         self._forwarding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="forward")
         self._bounds = ReadBounds(materializer)
         self._owned = OwnedGets(catalog, materializer, self._answers, self._writer)
+        self._router = Router(me, topology)
 
     def close(self) -> None:
         """Once the server has drained: no call forwards any more."""
@@ -137,7 +115,7 @@ class FabricService(pb_grpc.FabricServicer):
                 else self._metadata(_qualified(request.table), request.key)
             )
             if request.HasField("bound"):
-                self._bounds.wait(meta, request.bound, _deadline(context))
+                self._bounds.wait(meta, request.bound, deadline_of(context))
             # Other keys reaching their owner: answered here without the routing machinery.
             served = self._materializer.serving(meta.topic, meta.partition)
             if served is not None:
@@ -159,7 +137,7 @@ class FabricService(pb_grpc.FabricServicer):
                     row = None if stored is None else StoredRow.decode(stored)
                     return get_response(*self._answer(meta.table, meta.partition, row, position))
             return self._get_one(
-                meta, request, _deadline(context), forwarded=_is_forwarded(context)
+                meta, request, deadline_of(context), forwarded=is_forwarded(context)
             )
 
     # -- BatchGet ------------------------------------------------------------------------------
@@ -172,8 +150,8 @@ class FabricService(pb_grpc.FabricServicer):
                     f"a BatchGet holds at most {MAX_BATCH} lookups, got {len(request.lookups)};"
                     " split it into several calls"
                 )
-            deadline = _deadline(context)
-            forwarded = _is_forwarded(context)
+            deadline = deadline_of(context)
+            forwarded = is_forwarded(context)
             results: list[bytes | None] = [None] * len(request.lookups)
             pending: list[tuple[int, KeyQueryMetadata]] = []
             located, bounded = self._owned.metadata(request.lookups)
@@ -216,7 +194,7 @@ class FabricService(pb_grpc.FabricServicer):
                 local.append(items)
                 continue
             position = self._materializer.partition_position(topic, partition)
-            owner = None if forwarded else self._snapshot(deadline).owner(topic, partition)
+            owner = None if forwarded else self._router.snapshot(deadline).owner(topic, partition)
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(items)
             else:
@@ -244,7 +222,7 @@ class FabricService(pb_grpc.FabricServicer):
                 answer = pb.GetResponse.FromString(
                     self._get_one(meta, lookup, deadline, forwarded=False)
                 )
-            except _UnavailableError as exc:
+            except UnavailableError as exc:
                 results[index] = _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
@@ -268,13 +246,13 @@ class FabricService(pb_grpc.FabricServicer):
             stored, position = self._tables.read(meta)
             return get_response(*self._answer(meta.table, meta.partition, stored, position))
 
-        response: bytes = self._routed(
+        response: bytes = self._router.routed(
             meta,
             deadline,
             forwarded,
             local=local,
             remote=lambda endpoint, timeout: self._peers.get(endpoint)(
-                request, timeout=timeout, metadata=self._forward_metadata()
+                request, timeout=timeout, metadata=self._router.forward_metadata
             ),
         )
         return response
@@ -344,8 +322,8 @@ class FabricService(pb_grpc.FabricServicer):
         return self._forwarding.submit(
             self._peers.batch_get(endpoint),
             forward,
-            timeout=_forward_timeout(deadline),
-            metadata=self._forward_metadata(),
+            timeout=forward_timeout(deadline),
+            metadata=self._router.forward_metadata,
         )
 
     def _batch_answers(
@@ -385,8 +363,8 @@ class FabricService(pb_grpc.FabricServicer):
             matches = scan_filter(request, schema.primary_key, table)
             start_partition, after_key = parse_scan_token(request.resume_token, count)
             partitions = scan_partitions(request, start_partition, count, table)
-            deadline = _deadline(context)
-            forwarded = _is_forwarded(context)
+            deadline = deadline_of(context)
+            forwarded = is_forwarded(context)
             left = request.limit or None
             for partition in partitions:
                 resume = after_key if partition == start_partition else None
@@ -437,14 +415,14 @@ class FabricService(pb_grpc.FabricServicer):
             partition=partition,
             resume_token=scan_token(partition, after_key) if after_key is not None else "",
         )
-        yield from self._routed(
+        yield from self._router.routed(
             meta,
             deadline,
             forwarded,
             local=lambda: self._raise_not_local(meta),
             remote=lambda endpoint, timeout: list(
                 self._peers.stub(endpoint).Scan(
-                    forward, timeout=timeout, metadata=self._forward_metadata()
+                    forward, timeout=timeout, metadata=self._router.forward_metadata
                 )
             ),
         )
@@ -459,9 +437,9 @@ class FabricService(pb_grpc.FabricServicer):
         self, request: pb.GetTopologyRequest, context: grpc.ServicerContext
     ) -> pb.Topology:
         with _status_of(context):
-            forwarded = _is_forwarded(context)
-            deadline = _deadline(context)
-            snapshot = self._snapshot(deadline, max_age_s=0.0 if not forwarded else 1.0)
+            forwarded = is_forwarded(context)
+            deadline = deadline_of(context)
+            snapshot = self._router.snapshot(deadline, max_age_s=0.0 if not forwarded else 1.0)
             remote_state: dict[tuple[str, int], tuple[str, int]] = {}
             # Each other instance tells the state and lag of what it owns, all asked at once.
             asked = [
@@ -470,8 +448,8 @@ class FabricService(pb_grpc.FabricServicer):
                     self._forwarding.submit(
                         self._peers.stub(host.endpoint).GetTopology,
                         pb.GetTopologyRequest(),
-                        timeout=min(_PEER_TOPOLOGY_S, _forward_timeout(deadline)),
-                        metadata=self._forward_metadata(),
+                        timeout=min(_PEER_TOPOLOGY_S, forward_timeout(deadline)),
+                        metadata=self._router.forward_metadata,
                     ),
                 )
                 for host in ([] if forwarded else snapshot.instances)
@@ -578,65 +556,6 @@ class FabricService(pb_grpc.FabricServicer):
                 served_by=self._me.instance_id,
             )
 
-    # -- routing -------------------------------------------------------------------------------
-
-    def _routed(
-        self,
-        meta: KeyQueryMetadata,
-        deadline: float,
-        forwarded: bool,
-        local: Callable[[], T],
-        remote: Callable[[str, float], T],
-    ) -> T:
-        """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
-        instance that can: its owner, or while the owner restores it, the previous owner that is
-        handing it over. Retried within ``deadline`` while the partition moves."""
-        attempt = 0
-        while True:
-            try:
-                return local()
-            except (NotLocalError, StoreError) as exc:
-                restoring_here = isinstance(exc, NotLocalError) and exc.state is not None
-            snapshot = self._snapshot(deadline, max_age_s=0.0 if attempt else _ROUTE_MAX_AGE_S)
-            previous = snapshot.previous_owner(meta.topic, meta.partition)
-            if forwarded:
-                if restoring_here and previous is None:
-                    pass  # the owner, restoring: wait here within the deadline
-                else:
-                    raise _NotServedHereError(previous if previous != self._me else None)
-            else:
-                targets = [] if restoring_here else [snapshot.owner(meta.topic, meta.partition)]
-                targets.append(previous)
-                for target in targets:
-                    if target is None or target == self._me:
-                        continue
-                    try:
-                        return remote(target.endpoint, _forward_timeout(deadline))
-                    except grpc.RpcError as exc:
-                        if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                            raise
-                        self._topology.invalidate()
-                        hinted = _previous_owner_hint(exc)
-                        if hinted is not None and hinted not in targets:
-                            targets.append(hinted)
-            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            if time.monotonic() + pause >= deadline:
-                raise _UnavailableError(
-                    f"{meta.table}: partition {meta.partition} is moving or restoring; retry"
-                )
-            time.sleep(pause)
-            attempt += 1
-
-    def _snapshot(self, deadline: float, max_age_s: float = _ROUTE_MAX_AGE_S) -> TopologySnapshot:
-        """The partition owners, read again when older than ``max_age_s``. A lookup waits for
-        Kafka's answer at most half of what its deadline leaves, keeping the rest to forward,
-        retry or say UNAVAILABLE."""
-        wait_s = max(0.0, (deadline - time.monotonic()) / 2)
-        return self._topology.refresh(max_age_s=max_age_s, wait_s=wait_s)
-
-    def _forward_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((FORWARDED, self._me.instance_id),)
-
     # -- answers -------------------------------------------------------------------------------
 
     def _captured(self, table: str) -> tuple[TableSchema, str, int]:
@@ -735,36 +654,8 @@ class _LimitError(FabricError):
     pass
 
 
-def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
-    """The handing-over instance a peer named in its "not mine" answer, if any."""
-    if not isinstance(exc, grpc.Call):
-        return None
-    for key, value in exc.trailing_metadata() or ():
-        if key == PREVIOUS_OWNER and isinstance(value, str):
-            return parse_client_id(value)
-    return None
-
-
 def _qualified(table: str) -> str:
     return decode_table(table)
-
-
-def _forward_timeout(deadline: float) -> float:
-    """The timeout of a call forwarded to an owner: what the deadline leaves, less the moment
-    this instance needs to pass the owner's answer (or its failure) back."""
-    remaining = deadline - time.monotonic()
-    return max(0.001, remaining - min(_FORWARD_RESERVE_S, remaining / 10))
-
-
-def _deadline(context: grpc.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    if remaining is None or remaining > 3600:
-        remaining = DEFAULT_DEADLINE_S
-    return time.monotonic() + remaining
-
-
-def _is_forwarded(context: grpc.ServicerContext) -> bool:
-    return any(k == FORWARDED for k, _ in context.invocation_metadata())
 
 
 def _code_of(exc: FabricError) -> grpc.StatusCode:
@@ -805,7 +696,7 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
         if exc is None:
             return
         context = self._context
-        if isinstance(exc, _NotServedHereError):
+        if isinstance(exc, NotServedHereError):
             trailer = [(NOT_OWNER, "1")]
             if exc.previous is not None:
                 trailer.append(
@@ -815,7 +706,7 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
             context.abort(
                 grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition"
             )
-        if isinstance(exc, _UnavailableError):
+        if isinstance(exc, UnavailableError):
             context.set_trailing_metadata(((RETRY_AFTER_MS, "200"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
         if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):

@@ -1,0 +1,147 @@
+"""Where a lookup is answered: here, or once at the instance that serves its partition.
+
+A lookup's partition is computed exactly as Connect's producer placed the record
+(:class:`fabric.core.keys.KeyCodec`, then murmur2). If this instance serves the partition, the
+answer comes from its store. Otherwise the request goes, once, to the owner the group's
+assignment names (:mod:`fabric.serve.topology`), with the remaining deadline and the
+``fabric-forwarded`` header; a forwarded request is never forwarded again: an instance that does
+not serve the partition answers UNAVAILABLE with the ``fabric-not-owner`` trailer (and the
+instance handing the partition over, when it knows one), which makes the forwarder read the
+topology again and retry. While a partition moves or restores, lookups are retried within their
+deadline, then answered UNAVAILABLE with a ``fabric-retry-after-ms`` hint: never a wrong answer,
+never a stale one that does not say so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from fabric.errors import StoreError
+from fabric.materialize.membership import HostInfo, parse_client_id
+from fabric.materialize.tables import KeyQueryMetadata, NotLocalError
+from fabric.serve.topology import GroupTopology, TopologySnapshot
+
+FORWARDED = "fabric-forwarded"
+NOT_OWNER = "fabric-not-owner"
+PREVIOUS_OWNER = "fabric-previous-owner"
+RETRY_AFTER_MS = "fabric-retry-after-ms"
+DEFAULT_DEADLINE_S = 10.0
+_BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.3)
+# Routing trusts an owners map this old; an owner answering "not mine" makes it read again.
+_ROUTE_MAX_AGE_S = 5.0
+_FORWARD_RESERVE_S = 0.05
+
+T = TypeVar("T")
+
+
+class NotServedHereError(Exception):
+    """A forwarded request reached an instance that does not serve its partition; ``previous``
+    is the instance handing it over, if this one knows it."""
+
+    def __init__(self, previous: HostInfo | None = None) -> None:
+        super().__init__()
+        self.previous = previous
+
+
+class UnavailableError(Exception):
+    """The partition moved or restored for the whole deadline: the caller should retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Router:
+    """Runs a lookup here or at the instance serving its partition, retrying while it moves."""
+
+    def __init__(self, me: HostInfo, topology: GroupTopology) -> None:
+        self._me = me
+        self._topology = topology
+        self.forward_metadata = ((FORWARDED, me.instance_id),)
+
+    def routed(
+        self,
+        meta: KeyQueryMetadata,
+        deadline: float,
+        forwarded: bool,
+        local: Callable[[], T],
+        remote: Callable[[str, float], T],
+    ) -> T:
+        """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
+        instance that can: its owner, or while the owner restores it, the previous owner that is
+        handing it over. Retried within ``deadline`` while the partition moves."""
+        attempt = 0
+        while True:
+            try:
+                return local()
+            except (NotLocalError, StoreError) as exc:
+                restoring_here = isinstance(exc, NotLocalError) and exc.state is not None
+            snapshot = self.snapshot(deadline, max_age_s=0.0 if attempt else _ROUTE_MAX_AGE_S)
+            previous = snapshot.previous_owner(meta.topic, meta.partition)
+            if forwarded:
+                if restoring_here and previous is None:
+                    pass  # the owner, restoring: wait here within the deadline
+                else:
+                    raise NotServedHereError(previous if previous != self._me else None)
+            else:
+                targets = [] if restoring_here else [snapshot.owner(meta.topic, meta.partition)]
+                targets.append(previous)
+                for target in targets:
+                    if target is None or target == self._me:
+                        continue
+                    try:
+                        return remote(target.endpoint, forward_timeout(deadline))
+                    except grpc.RpcError as exc:
+                        if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        self._topology.invalidate()
+                        hinted = _previous_owner_hint(exc)
+                        if hinted is not None and hinted not in targets:
+                            targets.append(hinted)
+            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            if time.monotonic() + pause >= deadline:
+                raise UnavailableError(
+                    f"{meta.table}: partition {meta.partition} is moving or restoring; retry"
+                )
+            time.sleep(pause)
+            attempt += 1
+
+    def snapshot(self, deadline: float, max_age_s: float = _ROUTE_MAX_AGE_S) -> TopologySnapshot:
+        """The partition owners, read again when older than ``max_age_s``. A lookup waits for
+        Kafka's answer at most half of what its deadline leaves, keeping the rest to forward,
+        retry or say UNAVAILABLE."""
+        wait_s = max(0.0, (deadline - time.monotonic()) / 2)
+        return self._topology.refresh(max_age_s=max_age_s, wait_s=wait_s)
+
+
+def forward_timeout(deadline: float) -> float:
+    """The timeout of a call forwarded to an owner: what the deadline leaves, less the moment
+    this instance needs to pass the owner's answer (or its failure) back."""
+    remaining = deadline - time.monotonic()
+    return max(0.001, remaining - min(_FORWARD_RESERVE_S, remaining / 10))
+
+
+def deadline_of(context: grpc.ServicerContext) -> float:
+    """A call's deadline on the monotonic clock (a default one for a call without)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 3600:
+        remaining = DEFAULT_DEADLINE_S
+    return time.monotonic() + remaining
+
+
+def is_forwarded(context: grpc.ServicerContext) -> bool:
+    return any(k == FORWARDED for k, _ in context.invocation_metadata())
+
+
+def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
+    """The handing-over instance a peer named in its "not mine" answer, if any."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == PREVIOUS_OWNER and isinstance(value, str):
+            return parse_client_id(value)
+    return None
