@@ -66,6 +66,12 @@ class KeyCodec:
         """True when the key is one integer column: :meth:`encode_integer` applies."""
         return self._integer is not None
 
+    @property
+    def integer_layout(self) -> tuple[bytes, int, int] | None:
+        """For a one-column integer key: the record key's text before the number (the key is
+        that, the number in decimal, then ``}``) and the column's range; else None."""
+        return self._integer
+
     def encode_integer(self, value: int) -> bytes:
         """``encode([value])`` for a one-column integer key, the lookup hot path."""
         assert self._integer is not None, "not a one-column integer key"

@@ -1,5 +1,6 @@
 """The shortest path for the commonest lookup: a ``Get`` of one integer key, on the partition's
-owner, with no consistency bound; and the routing of such keys in a ``BatchGet``.
+owner, with no consistency bound; and the routing of such keys in a ``BatchGet``, done natively
+from the request's bytes (:mod:`fabric.serve._locate`).
 
 On a two-core machine every Python step of a lookup is paid again in cold caches between calls,
 so this path takes as few as it can: the table's route (definition, record-key codec, topic,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from fabric.catalog import Catalog
 from fabric.core.keys import KeyCodec
@@ -27,6 +29,10 @@ from fabric.materialize.tables import KeyQueryMetadata
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.values import decode_table
 from fabric.rpc.wire import AnswerWriter, RowWriter
+from fabric.serve._locate import locate
+
+if TYPE_CHECKING:
+    from fabric.serve._locate import RouteSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,49 @@ class _Route:
     names: frozenset[str]  # the key field's accepted names: unnamed, or the key column's
     codec: KeyCodec | None  # None: the table's key is not one integer column
     writer: RowWriter
+    spec: RouteSpec | None  # the route as the native locate takes it
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedPartition:
+    """Lookups of a BatchGet that live in one partition: their indexes and record keys."""
+
+    table: str
+    topic: str
+    partition: int
+    indexes: list[int]
+    keys: list[bytes]
+
+    @property
+    def where(self) -> tuple[str, int]:
+        return self.topic, self.partition
+
+    def metadata(self) -> list[tuple[int, KeyQueryMetadata]]:
+        return [
+            (index, KeyQueryMetadata(self.table, self.topic, self.partition, key))
+            for index, key in zip(self.indexes, self.keys, strict=True)
+        ]
+
+    @staticmethod
+    def of(part: LocatedPartition, items: list[tuple[int, KeyQueryMetadata]]) -> LocatedPartition:
+        """``part`` narrowed to ``items``, some of its lookups."""
+        return LocatedPartition(
+            part.table, part.topic, part.partition, [i for i, _ in items], [m.key for _, m in items]
+        )
+
+    @staticmethod
+    def grouped(items: Sequence[tuple[int, KeyQueryMetadata]]) -> list[LocatedPartition]:
+        """Lookups located one by one, grouped by partition."""
+        parts: dict[tuple[str, int], LocatedPartition] = {}
+        for index, meta in items:
+            part = parts.get((meta.topic, meta.partition))
+            if part is None:
+                part = parts[(meta.topic, meta.partition)] = LocatedPartition(
+                    meta.table, meta.topic, meta.partition, [], []
+                )
+            part.indexes.append(index)
+            part.keys.append(meta.key)
+        return list(parts.values())
 
 
 class OwnedGets:
@@ -81,6 +130,23 @@ class OwnedGets:
         )
         return answer, meta
 
+    def locate(
+        self, request: pb.BatchGetRequest
+    ) -> tuple[list[LocatedPartition], list[int]] | None:
+        """A batch's lookups of one integer key grouped by partition, and the indexes of the
+        others (for the general routing); None when a lookup has a bound, or the request is not
+        one this path reads: :meth:`metadata` then routes it."""
+        located = locate(request.SerializeToString(), self._route_spec)
+        if located is None or located[2]:
+            return None
+        groups, unlocated, _ = located
+        partitions = []
+        for spec, by_partition in groups.items():
+            table, topic = cast(tuple[str, str], spec[5])
+            for partition, (indexes, keys) in by_partition.items():
+                partitions.append(LocatedPartition(table, topic, partition, indexes, keys))
+        return partitions, unlocated
+
     def metadata(
         self, lookups: Sequence[pb.GetRequest]
     ) -> tuple[list[KeyQueryMetadata | None], bool]:
@@ -96,6 +162,10 @@ class OwnedGets:
             located.append(None if route is None else _key_metadata(route, request))
             bounded = bounded or request.HasField("bound")
         return located, bounded
+
+    def _route_spec(self, name: str) -> RouteSpec | None:
+        route = self._route(name)
+        return None if route is None else route.spec
 
     def _locate(self, request: pb.GetRequest) -> tuple[_Route, KeyQueryMetadata] | None:
         route = self._route(request.table)
@@ -135,7 +205,12 @@ class OwnedGets:
         except FabricError:
             return None  # the general path says what is wrong
         names = frozenset(("", codec.columns[0])) if codec else frozenset()
-        return _Route(schema, table, topic, partitions, names, codec, writer)
+        spec: RouteSpec | None = None
+        if codec is not None and codec.integer_layout is not None:
+            head, low, high = codec.integer_layout
+            where = (table, topic)
+            spec = (head, low, high, codec.columns[0].encode(), partitions, where)
+        return _Route(schema, table, topic, partitions, names, codec, writer, spec)
 
 
 def _key_metadata(route: _Route, request: pb.GetRequest) -> KeyQueryMetadata | None:

@@ -44,7 +44,7 @@ from fabric.rpc.wire import (
     lookup_result,
 )
 from fabric.serve.bounds import ReadBounds
-from fabric.serve.owned import OwnedGets
+from fabric.serve.owned import LocatedPartition, OwnedGets
 from fabric.serve.peers import Peers
 from fabric.serve.routing import (
     NOT_OWNER,
@@ -67,6 +67,7 @@ from fabric.serve.scanning import (
 from fabric.serve.topology import GroupTopology
 from fabric.serve.watch import watch_changes
 from fabric.state.row import StoredRow
+from fabric.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
 
@@ -153,18 +154,23 @@ class FabricService(pb_grpc.FabricServicer):
             deadline = deadline_of(context)
             forwarded = is_forwarded(context)
             results: list[bytes | None] = [None] * len(request.lookups)
-            pending: list[tuple[int, KeyQueryMetadata]] = []
-            located, bounded = self._owned.metadata(request.lookups)
-            for index, meta in enumerate(located):
-                if meta is not None:
-                    pending.append((index, meta))
-                    continue
+            located = self._owned.locate(request)
+            if located is None:  # a lookup with a bound: each located on its own
+                metas, bounded = self._owned.metadata(request.lookups)
+                pending = [(index, meta) for index, meta in enumerate(metas) if meta is not None]
+                parts: list[LocatedPartition] = []
+                others = [index for index, meta in enumerate(metas) if meta is None]
+            else:
+                parts, others = located
+                pending, bounded = [], False
+            for index in others:
                 lookup = request.lookups[index]
                 try:
                     pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
                 except FabricError as exc:
                     results[index] = _failed(_code_of(exc), str(exc))
-            self._batch(request, pending, results, deadline, forwarded, bounded=bounded)
+            parts.extend(LocatedPartition.grouped(pending))
+            self._batch(request, parts, results, deadline, forwarded, bounded=bounded)
             return batch_get_response(
                 [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
             )
@@ -172,7 +178,7 @@ class FabricService(pb_grpc.FabricServicer):
     def _batch(
         self,
         request: pb.BatchGetRequest,
-        pending: list[tuple[int, KeyQueryMetadata]],
+        parts: list[LocatedPartition],
         results: list[bytes | None],
         deadline: float,
         forwarded: bool,
@@ -184,30 +190,31 @@ class FabricService(pb_grpc.FabricServicer):
         retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
         the forwarder to retry."""
         remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
-        local: list[list[tuple[int, KeyQueryMetadata]]] = []
+        local: list[tuple[LocatedPartition, tuple[PartitionStore, PartitionPosition]]] = []
         waiting: list[tuple[int, KeyQueryMetadata]] = []
-        by_partition: dict[tuple[str, int], list[tuple[int, KeyQueryMetadata]]] = {}
-        for item in pending:
-            by_partition.setdefault((item[1].topic, item[1].partition), []).append(item)
-        for (topic, partition), items in by_partition.items():
-            if self._materializer.serving(topic, partition) is not None:
-                local.append(items)
+        for part in parts:
+            served = self._materializer.serving(part.topic, part.partition)
+            if served is not None:
+                local.append((part, served))
                 continue
-            position = self._materializer.partition_position(topic, partition)
-            owner = None if forwarded else self._router.snapshot(deadline).owner(topic, partition)
+            position = self._materializer.partition_position(part.topic, part.partition)
+            owner = None if forwarded else self._router.snapshot(deadline).owner(*part.where)
             if owner is None or owner == self._me or position is not None:
-                waiting.extend(items)
+                waiting.extend(part.metadata())
             else:
-                remote.setdefault(owner.endpoint, []).extend(items)
+                remote.setdefault(owner.endpoint, []).extend(part.metadata())
         # The owners read their sub-batches while this instance reads its own.
         sent = [
             (items, self._send_batch(endpoint, request, items, deadline))
             for endpoint, items in remote.items()
         ]
-        for items in local:
-            admitted = self._within_bounds(request, items, results, deadline) if bounded else items
-            if admitted:
-                self._batch_local(admitted, results, waiting)
+        for part, served in local:
+            reading = part
+            if bounded:
+                admitted = self._within_bounds(request, part.metadata(), results, deadline)
+                reading = LocatedPartition.of(part, admitted)
+            if reading.indexes and not self._answer_partition(reading, served, results):
+                waiting.extend(reading.metadata())
         for items, call in sent:
             waiting.extend(self._batch_answers(call, items, results))
         for index, meta in waiting:
@@ -278,19 +285,20 @@ class FabricService(pb_grpc.FabricServicer):
                 admitted.append((index, meta))
         return admitted
 
-    def _batch_local(
+    def _answer_partition(
         self,
-        items: list[tuple[int, KeyQueryMetadata]],
+        part: LocatedPartition,
+        served: tuple[PartitionStore, PartitionPosition],
         results: list[bytes | None],
-        waiting: list[tuple[int, KeyQueryMetadata]],
-    ) -> None:
-        """The lookups of one partition this instance serves, read in one multi-get."""
+    ) -> bool:
+        """The lookups of one partition this instance serves, read in one multi-get; False
+        when its store closed as the partition moved away (nothing answered then)."""
+        store, position = served
         try:
-            stored_values, position = self._tables.read_many([meta for _, meta in items])
-        except (NotLocalError, StoreError):
-            waiting.extend(items)
-            return
-        table, partition = items[0][1].table, items[0][1].partition  # one partition: one table
+            stored_values = store.get_many_stored(part.keys)
+        except StoreError:
+            return False
+        table, partition = part.table, part.partition
         answers = self._answers.lookup_results(
             self._writer(table),
             stored_values,
@@ -298,7 +306,7 @@ class FabricService(pb_grpc.FabricServicer):
             applied_offset=position.position - 1,
             lag_records=position.lag,
         )
-        for (index, _), stored, answer in zip(items, stored_values, answers, strict=True):
+        for index, stored, answer in zip(part.indexes, stored_values, answers, strict=True):
             if answer is not None:
                 results[index] = answer
                 continue
@@ -307,6 +315,7 @@ class FabricService(pb_grpc.FabricServicer):
                 results[index] = lookup_result(*self._answer(table, partition, row, position))
             except FabricError as exc:
                 results[index] = _failed(_code_of(exc), str(exc))
+        return True
 
     def _send_batch(
         self,
