@@ -18,16 +18,17 @@ throughput, medians over ``--runs``:
     that instance's standby replica instead);
 (d) psycopg: a prepared primary-key SELECT on one connection;
 (e) ``BatchGet`` of 100 keys sent to one instance (which forwards the other instance's keys, or
-    with standby replicas reads them itself), and
-    ``FabricClient.get_many`` of the same keys (one BatchGet per owner, sent at once, rows
-    decoded to Python values), vs psycopg ``WHERE id = ANY(%s)`` of the same keys: keys/s;
+    with standby replicas reads them itself); the same keys split by owner as a smart caller
+    routes them, one ``BatchGet`` per owner sent at once; and ``FabricClient.get_many`` of them
+    (that split, rows decoded to Python values), vs psycopg ``WHERE id = ANY(%s)`` of the same
+    keys: keys/s;
 (f) ``fabric.client.FabricClient``, smart vs plain, under 1, 4 and 16 concurrent callers
     sharing one client, with the calls it saw answered by another instance than the one it
     called (``stats.forwarded``, warm-up included).
 
 (a)-(c) time a stub call with the request built beforehand and the answer parsed into its
 protobuf message; psycopg's figures and the client's include turning values into Python ones.
-(a), (b) and (c) take turns, 50 calls each at a time, and so do (e)'s two sides, 5 batches at a
+(a), (b) and (c) take turns, 50 calls each at a time, and so do (e)'s four sides, 5 batches at a
 time: load from elsewhere on the machine then falls on a figure and its baseline alike.
 Before timing, answers are checked: owners serve their keys, non-owners forward them, and rows
 decode to what psycopg returns. Instance logs and the instances' ports are kept in
