@@ -57,10 +57,6 @@ class LocatedPartition:
     indexes: list[int]
     keys: list[bytes]
 
-    @property
-    def where(self) -> tuple[str, int]:
-        return self.topic, self.partition
-
     def metadata(self) -> list[tuple[int, KeyQueryMetadata]]:
         return [
             (index, KeyQueryMetadata(self.table, self.topic, self.partition, key))
@@ -150,9 +146,9 @@ class OwnedGets:
     def metadata(
         self, lookups: Sequence[pb.GetRequest]
     ) -> tuple[list[KeyQueryMetadata | None], bool]:
-        """Where each lookup of one integer key lives (a ``BatchGet`` routes its lookups here
-        first), or None where the general routing must say; and whether any lookup has a
-        bound. A table's route is checked once per call."""
+        """Where each lookup of one integer key lives (a ``BatchGet`` with a bound routes its
+        lookups here first), or None where the general routing must say; and whether any lookup
+        has a bound. A table's route is checked once per call."""
         routes: dict[str, _Route | None] = {}
         located: list[KeyQueryMetadata | None] = []
         bounded = False

@@ -198,7 +198,8 @@ class FabricService(pb_grpc.FabricServicer):
                 local.append((part, served))
                 continue
             position = self._materializer.partition_position(part.topic, part.partition)
-            owner = None if forwarded else self._router.snapshot(deadline).owner(*part.where)
+            snapshot = None if forwarded else self._router.snapshot(deadline)
+            owner = None if snapshot is None else snapshot.owner(part.topic, part.partition)
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(part.metadata())
             else:
