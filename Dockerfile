@@ -1,5 +1,5 @@
 # A fabric instance (materializer + gRPC query service), for docker-compose.yml.
-# The wheel is built where a C compiler is (fabric/rpc/_wire.c); the image itself has none.
+# The wheel is built where a C compiler is (the native modules, setup.py); the image itself has none.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

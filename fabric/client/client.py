@@ -21,6 +21,7 @@ from fabric.client.messages import (
     FabricRow,
     KeyInput,
     decode_fabric_row,
+    decode_lookup_results,
     key_message,
     key_tuple,
     partial_key,
@@ -263,25 +264,24 @@ class FabricClient:
         )
         response, called = self._transport.unary(
             endpoint,
-            lambda stub, timeout: stub.BatchGet(request, timeout=timeout),
+            lambda stub, timeout: stub.BatchGetSerialized(request, timeout=timeout),
             f"{info.table}: a batch of {len(items)} keys",
         )
         answers: dict[int, FabricRow | None] = {}
         unavailable: list[int] = []
         message = ""
         served = []
-        for (index, target), result in zip(items, response.results, strict=True):
-            if result.status == "UNAVAILABLE":
+        for (index, target), (status, said, row, served_by) in zip(
+            items, decode_lookup_results(response), strict=True
+        ):
+            if status == "UNAVAILABLE":
                 unavailable.append(index)
-                message = result.message
-            elif result.status != "OK":
-                context = f"{info.table} key {shown(keys[index])}: "
-                raise status_error(result.status, context, result.message)
+                message = said
+            elif status != "OK":
+                raise status_error(status, f"{info.table} key {shown(keys[index])}: ", said)
             else:
-                served.append((target, result.freshness.served_by))
-                answers[index] = (
-                    decode_fabric_row(result.row, result.freshness) if result.found else None
-                )
+                served.append((target, served_by))
+                answers[index] = row
         self._transport.observe(called, served)
         return answers, unavailable, message
 

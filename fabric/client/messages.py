@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fabric.client._rows import decode_results
 from fabric.client.topology import TableInfo
 from fabric.errors import FabricClientError, InvalidKeyError
 from fabric.rpc.v1 import fabric_pb2 as pb
-from fabric.rpc.values import decode_row, decode_value, encode_key
+from fabric.rpc.values import decode_row, decode_value, decoders_by_field, encode_key
 
 KeyInput = Mapping[str, Any] | Sequence[Any] | Any
 ChangeKind = Literal["upsert", "delete", "truncate"]
@@ -89,6 +90,24 @@ def _encoded(info: TableInfo, names: Sequence[str], values: Sequence[Any]) -> pb
         return encode_key(names, values)
     except TypeError as exc:
         raise InvalidKeyError(f"{info.table}: {exc}") from None
+
+
+_DECODERS = decoders_by_field()
+
+
+def decode_lookup_results(answer: bytes) -> list[tuple[str, str, FabricRow | None, str]]:
+    """A serialized ``BatchGetResponse``'s results, read natively (fabric/client/_rows.c):
+    each one's status (OK, or the gRPC status code name of its failure), message, row (None:
+    no such key, or a failure) and the instance that answered it."""
+    return [
+        (
+            status,
+            message,
+            FabricRow(values, Freshness(*fresh)) if values is not None else None,
+            fresh[6],
+        )
+        for status, message, _, values, fresh in decode_results(answer, _DECODERS)
+    ]
 
 
 def decode_fabric_row(row: pb.Row, freshness: pb.Freshness) -> FabricRow:

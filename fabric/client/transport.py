@@ -16,6 +16,7 @@ import grpc
 from fabric.client.grpc_errors import status_code, status_details, translated
 from fabric.client.topology import PartitionInfo, TopologyCache
 from fabric.errors import FabricClientError, FabricUnavailableError
+from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 
 _BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
@@ -28,7 +29,21 @@ _CHANNEL_OPTIONS = (
 )
 
 T = TypeVar("T")
-Stub = pb_grpc.FabricStub
+
+
+class Stub(pb_grpc.FabricStub):
+    """The generated stub, and ``BatchGet`` answering the serialized response, whose rows the
+    client reads natively (:func:`fabric.client.messages.decode_lookup_results`)."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)  # type: ignore[no-untyped-call]
+        self.BatchGetSerialized: grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes] = (
+            channel.unary_unary(
+                "/fabric.rpc.v1.Fabric/BatchGet",
+                request_serializer=pb.BatchGetRequest.SerializeToString,
+                response_deserializer=None,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,7 @@ class Transport:
             if stub is None:
                 channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
                 self._channels[endpoint] = channel
-                stub = self._stubs[endpoint] = pb_grpc.FabricStub(channel)  # type: ignore[no-untyped-call]
+                stub = self._stubs[endpoint] = Stub(channel)
             return stub
 
     def pause(self, attempt: int, deadline: float) -> bool:

@@ -138,6 +138,25 @@ def decode_row(row: pb.Row) -> dict[str, Any]:
     return {f.name: decode_value(f.value) for f in row.fields}
 
 
+def decoders_by_field() -> tuple[Callable[[Any], Any] | None, ...]:
+    """Each ``Value`` kind's decoder at its field number (index 0 unused), for a reader of the
+    wire format that decodes only the plain kinds itself; a message kind's decoder takes the
+    message's bytes."""
+    decoders: list[Callable[[Any], Any] | None] = [None] * 16
+    for field in pb.Value.DESCRIPTOR.fields:
+        decode = _DECODERS[field.name]
+        if field.message_type is not None:
+            decode = _from_bytes(getattr(pb, field.message_type.name).FromString, decode)
+        decoders[field.number] = decode
+    return tuple(decoders)
+
+
+def _from_bytes(
+    parse: Callable[[bytes], Any], decode: Callable[[Any], Any]
+) -> Callable[[bytes], Any]:
+    return lambda data: decode(parse(data))
+
+
 # -- encoders by column type -------------------------------------------------------------------
 
 

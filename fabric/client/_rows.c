@@ -1,0 +1,362 @@
+/* The native half of fabric.client.messages: a BatchGetResponse's rows as psycopg values.
+ *
+ * Decoding a hundred rows message by message in Python cost the client more than the call that
+ * fetched them. Here one pass over the serialized answer gives each result's status, message,
+ * found flag, row (a dict of column name to value, in column order) and freshness. Integers,
+ * booleans, doubles, text and bytes become Python values here; every other kind goes to the
+ * Python decoder of its kind (fabric/rpc/values.py, passed in by field number), which decides
+ * its value and its errors exactly as the Python path does. tests/unit/test_rows_native.py
+ * holds the two to each other.
+ *
+ * Wire format: a field is a varint tag (number << 3 | wire type) then a varint (type 0), eight
+ * little-endian bytes (type 1), a varint length and the bytes (type 2) or four bytes (type 5).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#define VALUE_KINDS 16 /* Value's oneof fields are numbered 1..15 */
+#define MAX_COLUMNS 64 /* column names remembered from one row to the next */
+
+enum {
+    KIND_NULL = 1,
+    KIND_BOOLEAN = 2,
+    KIND_INT = 3,
+    KIND_DECIMAL = 4,
+    KIND_DOUBLE = 5,
+    KIND_TEXT = 6,
+    KIND_BYTES = 7,
+    KIND_INTERVAL = 13,
+    KIND_ARRAY = 15,
+};
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Span;
+
+typedef struct {
+    int number;
+    int type;
+    uint64_t varint; /* type 0 and 1 (the eight bytes, little-endian) */
+    Span bytes;      /* type 2 */
+} Field;
+
+static int read_varint(Span *s, uint64_t *out) {
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (s->p >= s->end) {
+            return -1;
+        }
+        unsigned char byte = *s->p++;
+        value |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int next_field(Span *s, Field *f) {
+    uint64_t tag, n;
+    if (read_varint(s, &tag) < 0) {
+        return -1;
+    }
+    f->number = (int)(tag >> 3);
+    f->type = (int)(tag & 7);
+    switch (f->type) {
+    case 0:
+        return read_varint(s, &f->varint);
+    case 1:
+    case 5:
+        n = f->type == 1 ? 8 : 4;
+        if ((uint64_t)(s->end - s->p) < n) {
+            return -1;
+        }
+        f->varint = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            f->varint |= (uint64_t)s->p[i] << (8 * i);
+        }
+        s->p += n;
+        return 0;
+    case 2:
+        if (read_varint(s, &n) < 0 || n > (uint64_t)(s->end - s->p)) {
+            return -1;
+        }
+        f->bytes.p = s->p;
+        f->bytes.end = s->p + n;
+        s->p += n;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static PyObject *malformed(void) {
+    PyErr_SetString(PyExc_ValueError, "the answer is not a serialized BatchGetResponse");
+    return NULL;
+}
+
+static PyObject *text_of(Span s) {
+    return PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
+}
+
+/* A Value's psycopg value; decoders[kind] for the kinds decoded in Python. */
+static PyObject *decode_value(Span value, PyObject *decoders) {
+    Field f, kind = {0};
+    while (value.p < value.end) {
+        if (next_field(&value, &f) < 0) {
+            return malformed();
+        }
+        if (f.number >= 1 && f.number < VALUE_KINDS) {
+            kind = f; /* a oneof: the last one set wins, as protobuf parses it */
+        }
+    }
+    switch (kind.number) {
+    case 0:
+        PyErr_SetString(PyExc_ValueError, "the value has no kind set");
+        return NULL;
+    case KIND_NULL:
+        Py_RETURN_NONE;
+    case KIND_BOOLEAN:
+        return PyBool_FromLong(kind.varint != 0);
+    case KIND_INT:
+        return PyLong_FromLongLong((long long)kind.varint);
+    case KIND_DOUBLE: {
+        double d;
+        memcpy(&d, &kind.varint, sizeof d);
+        return PyFloat_FromDouble(d);
+    }
+    case KIND_TEXT:
+        return text_of(kind.bytes);
+    case KIND_BYTES:
+        return PyBytes_FromStringAndSize((const char *)kind.bytes.p,
+                                         kind.bytes.end - kind.bytes.p);
+    }
+    PyObject *decode = PyTuple_GET_ITEM(decoders, kind.number);
+    PyObject *raw;
+    if (kind.number == KIND_INTERVAL || kind.number == KIND_ARRAY) {
+        raw = PyBytes_FromStringAndSize((const char *)kind.bytes.p, kind.bytes.end - kind.bytes.p);
+    } else if (kind.type == 2) {
+        raw = text_of(kind.bytes);
+    } else if (kind.number == 9) { /* date: int32 */
+        raw = PyLong_FromLong((long)(int32_t)kind.varint);
+    } else {
+        raw = PyLong_FromLongLong((long long)kind.varint);
+    }
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *decoded = PyObject_CallOneArg(decode, raw);
+    Py_DECREF(raw);
+    return decoded;
+}
+
+typedef struct {
+    Span name;
+    PyObject *text; /* owned */
+} Remembered;
+
+/* A Row as {name: value}; names are remembered by position, as rows of one table repeat them. */
+static PyObject *decode_row(Span row, PyObject *decoders, Remembered *names) {
+    PyObject *values = PyDict_New();
+    if (values == NULL) {
+        return NULL;
+    }
+    Field field, f;
+    for (int position = 0; row.p < row.end; position++) {
+        if (next_field(&row, &field) < 0 || field.number != 1 || field.type != 2) {
+            Py_DECREF(values);
+            return malformed();
+        }
+        Span name = {(const unsigned char *)"", (const unsigned char *)""}, value = name;
+        while (field.bytes.p < field.bytes.end) {
+            if (next_field(&field.bytes, &f) < 0) {
+                Py_DECREF(values);
+                return malformed();
+            }
+            if (f.number == 1 && f.type == 2) {
+                name = f.bytes;
+            } else if (f.number == 2 && f.type == 2) {
+                value = f.bytes;
+            }
+        }
+        PyObject *key;
+        Py_ssize_t n = name.end - name.p;
+        Remembered *known = position < MAX_COLUMNS ? &names[position] : NULL;
+        if (known && known->text && known->name.end - known->name.p == n &&
+            memcmp(known->name.p, name.p, (size_t)n) == 0) {
+            key = known->text;
+            Py_INCREF(key);
+        } else {
+            key = text_of(name);
+            if (key == NULL) {
+                Py_DECREF(values);
+                return NULL;
+            }
+            if (known) {
+                Py_XSETREF(known->text, Py_NewRef(key));
+                known->name = name;
+            }
+        }
+        PyObject *decoded = decode_value(value, decoders);
+        int failed = decoded == NULL || PyDict_SetItem(values, key, decoded) < 0;
+        Py_DECREF(key);
+        Py_XDECREF(decoded);
+        if (failed) {
+            Py_DECREF(values);
+            return NULL;
+        }
+    }
+    return values;
+}
+
+/* Freshness as (lsn, commit_time_ms, partition, offset, applied_offset, lag_records,
+ * served_by); proto3 leaves zeros and "" out. */
+static PyObject *decode_freshness(Span s, PyObject **served_by_memo, Span *served_by_seen) {
+    uint64_t numbers[7] = {0};
+    Span served_by = {NULL, NULL};
+    Field f;
+    while (s.p < s.end) {
+        if (next_field(&s, &f) < 0) {
+            return malformed();
+        }
+        if (f.number >= 1 && f.number <= 6 && f.type == 0) {
+            numbers[f.number] = f.varint;
+        } else if (f.number == 7 && f.type == 2) {
+            served_by = f.bytes;
+        }
+    }
+    PyObject *who;
+    Py_ssize_t n = served_by.p ? served_by.end - served_by.p : 0;
+    if (*served_by_memo && served_by_seen->end - served_by_seen->p == n &&
+        (n == 0 || memcmp(served_by_seen->p, served_by.p, (size_t)n) == 0)) {
+        who = Py_NewRef(*served_by_memo);
+    } else {
+        who = n ? text_of(served_by) : PyUnicode_FromStringAndSize("", 0);
+        if (who == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(*served_by_memo, Py_NewRef(who));
+        if (served_by.p) {
+            *served_by_seen = served_by;
+        } else {
+            served_by_seen->p = served_by_seen->end = (const unsigned char *)"";
+        }
+    }
+    return Py_BuildValue("(KLlLLLN)", (unsigned long long)numbers[1], (long long)numbers[2],
+                         (long)(int32_t)numbers[3], (long long)numbers[4], (long long)numbers[5],
+                         (long long)numbers[6], who);
+}
+
+/* decode_results(answer, decoders) -> [(status, message, found, row or None, freshness)] */
+static PyObject *decode_results(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) != VALUE_KINDS) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode_results(answer: bytes, decoders: tuple of 16 callables)");
+        return NULL;
+    }
+    PyObject *decoders = args[1];
+    Span answer = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
+    answer.end = answer.p + PyBytes_GET_SIZE(args[0]);
+    Remembered names[MAX_COLUMNS] = {{{NULL, NULL}, NULL}};
+    PyObject *ok = PyUnicode_FromString("OK");
+    PyObject *empty = PyUnicode_FromStringAndSize("", 0);
+    PyObject *served_by = NULL;
+    Span served_by_seen = {NULL, NULL};
+    PyObject *results = PyList_New(0);
+    PyObject *done = NULL;
+    if (ok == NULL || empty == NULL || results == NULL) {
+        goto finally;
+    }
+    Field field, f;
+    while (answer.p < answer.end) {
+        if (next_field(&answer, &field) < 0 || field.number != 1 || field.type != 2) {
+            malformed();
+            goto finally;
+        }
+        Span status = {NULL, NULL}, message = {NULL, NULL}, row = {NULL, NULL};
+        Span freshness = {(const unsigned char *)"", (const unsigned char *)""};
+        int found = 0;
+        while (field.bytes.p < field.bytes.end) {
+            if (next_field(&field.bytes, &f) < 0) {
+                malformed();
+                goto finally;
+            }
+            if (f.type == 2 && f.number == 1) {
+                status = f.bytes;
+            } else if (f.type == 2 && f.number == 2) {
+                message = f.bytes;
+            } else if (f.type == 0 && f.number == 3) {
+                found = f.varint != 0;
+            } else if (f.type == 2 && f.number == 4) {
+                row = f.bytes;
+            } else if (f.type == 2 && f.number == 5) {
+                freshness = f.bytes;
+            }
+        }
+        PyObject *status_text, *message_text, *values = NULL, *fresh = NULL, *item = NULL;
+        if (status.p && status.end - status.p == 2 && memcmp(status.p, "OK", 2) == 0) {
+            status_text = Py_NewRef(ok);
+        } else {
+            status_text = status.p ? text_of(status) : Py_NewRef(empty);
+        }
+        message_text = message.p ? text_of(message) : Py_NewRef(empty);
+        if (status_text && message_text) {
+            if (found) {
+                if (row.p == NULL) {
+                    row.p = row.end = (const unsigned char *)"";
+                }
+                values = decode_row(row, decoders, names);
+            } else {
+                values = Py_NewRef(Py_None);
+            }
+        }
+        if (values) {
+            fresh = decode_freshness(freshness, &served_by, &served_by_seen);
+        }
+        if (fresh) {
+            item = PyTuple_Pack(5, status_text, message_text, found ? Py_True : Py_False, values,
+                                fresh);
+        }
+        Py_XDECREF(status_text);
+        Py_XDECREF(message_text);
+        Py_XDECREF(values);
+        Py_XDECREF(fresh);
+        if (item == NULL || PyList_Append(results, item) < 0) {
+            Py_XDECREF(item);
+            goto finally;
+        }
+        Py_DECREF(item);
+    }
+    done = Py_NewRef(results);
+finally:
+    for (int i = 0; i < MAX_COLUMNS; i++) {
+        Py_XDECREF(names[i].text);
+    }
+    Py_XDECREF(ok);
+    Py_XDECREF(empty);
+    Py_XDECREF(served_by);
+    Py_XDECREF(results);
+    return done;
+}
+
+static PyMethodDef module_methods[] = {
+    {"decode_results", (PyCFunction)(void (*)(void))decode_results, METH_FASTCALL,
+     "A serialized BatchGetResponse's results, rows as psycopg values."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef rows_module = {
+    PyModuleDef_HEAD_INIT, "_rows", "The native half of fabric.client.messages.", -1,
+    module_methods,        NULL,    NULL,                                         NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__rows(void) { return PyModule_Create(&rows_module); }
