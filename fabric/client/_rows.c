@@ -105,14 +105,20 @@ static PyObject *text_of(Span s) {
     return PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
 }
 
+/* The wire type of each Value kind: 0 varint, 1 eight bytes, 2 length-delimited. */
+static const int KIND_WIRE_TYPE[VALUE_KINDS] = {-1, 0, 0, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2};
+
 /* A Value's psycopg value; decoders[kind] for the kinds decoded in Python. */
 static PyObject *decode_value(Span value, PyObject *decoders) {
-    Field f, kind = {0};
+    Field f = {0}, kind = {0};
     while (value.p < value.end) {
         if (next_field(&value, &f) < 0) {
             return malformed();
         }
         if (f.number >= 1 && f.number < VALUE_KINDS) {
+            if (f.type != KIND_WIRE_TYPE[f.number]) {
+                return malformed();
+            }
             kind = f; /* a oneof: the last one set wins, as protobuf parses it */
         }
     }
@@ -141,7 +147,7 @@ static PyObject *decode_value(Span value, PyObject *decoders) {
     PyObject *raw;
     if (kind.number == KIND_INTERVAL || kind.number == KIND_ARRAY) {
         raw = PyBytes_FromStringAndSize((const char *)kind.bytes.p, kind.bytes.end - kind.bytes.p);
-    } else if (kind.type == 2) {
+    } else if (kind.type == 2) { /* decimal, uuid, json: text */
         raw = text_of(kind.bytes);
     } else if (kind.number == 9) { /* date: int32 */
         raw = PyLong_FromLong((long)(int32_t)kind.varint);
@@ -167,7 +173,7 @@ static PyObject *decode_row(Span row, PyObject *decoders, Remembered *names) {
     if (values == NULL) {
         return NULL;
     }
-    Field field, f;
+    Field field = {0}, f = {0};
     for (int position = 0; row.p < row.end; position++) {
         if (next_field(&row, &field) < 0 || field.number != 1 || field.type != 2) {
             Py_DECREF(values);
@@ -220,7 +226,7 @@ static PyObject *decode_row(Span row, PyObject *decoders, Remembered *names) {
 static PyObject *decode_freshness(Span s, PyObject **served_by_memo, Span *served_by_seen) {
     uint64_t numbers[7] = {0};
     Span served_by = {NULL, NULL};
-    Field f;
+    Field f = {0};
     while (s.p < s.end) {
         if (next_field(&s, &f) < 0) {
             return malformed();
@@ -275,7 +281,7 @@ static PyObject *decode_results(PyObject *module, PyObject *const *args, Py_ssiz
     if (ok == NULL || empty == NULL || results == NULL) {
         goto finally;
     }
-    Field field, f;
+    Field field = {0}, f = {0};
     while (answer.p < answer.end) {
         if (next_field(&answer, &field) < 0 || field.number != 1 || field.type != 2) {
             malformed();
@@ -307,8 +313,11 @@ static PyObject *decode_results(PyObject *module, PyObject *const *args, Py_ssiz
         } else {
             status_text = status.p ? text_of(status) : Py_NewRef(empty);
         }
-        message_text = message.p ? text_of(message) : Py_NewRef(empty);
-        if (status_text && message_text) {
+        message_text = NULL;
+        if (status_text) {
+            message_text = message.p ? text_of(message) : Py_NewRef(empty);
+        }
+        if (message_text) {
             if (found) {
                 if (row.p == NULL) {
                     row.p = row.end = (const unsigned char *)"";

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
 from fabric.core.types import ColumnType, TableSchema
 from fabric.errors import InvalidKeyError, UnknownTableError
 from fabric.rpc.v1 import fabric_pb2 as pb
@@ -154,7 +156,14 @@ def decoders_by_field() -> tuple[Callable[[Any], Any] | None, ...]:
 def _from_bytes(
     parse: Callable[[bytes], Any], decode: Callable[[Any], Any]
 ) -> Callable[[bytes], Any]:
-    return lambda data: decode(parse(data))
+    def decode_message(data: bytes) -> Any:
+        try:
+            message = parse(data)
+        except DecodeError as exc:
+            raise ValueError(f"a value's message does not parse ({exc})") from None
+        return decode(message)
+
+    return decode_message
 
 
 # -- encoders by column type -------------------------------------------------------------------

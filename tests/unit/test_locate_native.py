@@ -147,3 +147,17 @@ def test_an_empty_batch_locates_nothing() -> None:
 def test_bytes_that_are_no_request_never_crash_it(data: bytes) -> None:
     answer = locate(data, {"public.t": _spec(INT8, 3)}.get)
     assert answer is None or isinstance(answer[1], list)
+
+
+@settings(max_examples=1000)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4)
+)
+def test_damaged_requests_never_crash_it(edits: list[tuple[int, int]]) -> None:
+    bounded_get = _get(3)
+    bounded_get.bound.min_lsn = 10
+    request = bytearray(_request(_get(1), _get(-(2**63)), bounded_get, _get(9, table="public.u")))
+    for position, byte in edits:
+        request[position % len(request)] = byte
+    answer = locate(bytes(request), {"public.t": _spec(INT8, 3)}.get)
+    assert answer is None or isinstance(answer[1], list)

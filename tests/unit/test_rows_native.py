@@ -139,3 +139,46 @@ def test_a_value_of_no_kind_is_refused_as_the_python_decoder_refuses_it() -> Non
 def test_bytes_that_are_no_answer_raise_or_read_never_crash(data: bytes) -> None:
     with contextlib.suppress(ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
         decode_lookup_results(data)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_a_value_of_the_wrong_wire_type_is_refused() -> None:
+    text_as_varint = b"\x30\x05"  # field 6 (text) written as a varint
+    field = _length_delimited(1, b"x") + _length_delimited(2, text_as_varint)
+    result = (
+        _length_delimited(1, b"OK")
+        + b"\x18\x01"
+        + _length_delimited(4, _length_delimited(1, field))
+    )
+    with pytest.raises(ValueError, match="not a serialized BatchGetResponse"):
+        decode_lookup_results(_length_delimited(1, result))
+
+
+@settings(max_examples=1000)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4)
+)
+def test_damaged_answers_raise_or_read_never_crash(edits: list[tuple[int, int]]) -> None:
+    values = {
+        "id": 7,
+        "name": "naïve",
+        "price": Decimal("1.50"),
+        "at": datetime(2020, 1, 1, tzinfo=UTC),
+    }
+    answer = bytearray(
+        _answer(pb.LookupResult(status="OK", found=True, row=_row(values), freshness=_freshness(3)))
+    )
+    for position, byte in edits:
+        answer[position % len(answer)] = byte
+    with contextlib.suppress(ValueError, OverflowError):
+        decode_lookup_results(bytes(answer))
+
+
+def test_text_that_is_not_utf8_raises_a_decode_error() -> None:
+    result = _length_delimited(1, b"\xe5K") + _length_delimited(2, b"\xe5m")
+    with pytest.raises(UnicodeDecodeError):
+        decode_lookup_results(_length_delimited(1, result))
