@@ -7,9 +7,6 @@
  * Python decoder of its kind (fabric/rpc/values.py, passed in by field number), which decides
  * its value and its errors exactly as the Python path does. tests/unit/test_rows_native.py
  * holds the two to each other.
- *
- * Wire format: a field is a varint tag (number << 3 | wire type) then a varint (type 0), eight
- * little-endian bytes (type 1), a varint length and the bytes (type 2) or four bytes (type 5).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -17,6 +14,8 @@
 
 #include <stdint.h>
 #include <string.h>
+
+#include "../rpc/protowire.h"
 
 #define VALUE_KINDS 16 /* Value's oneof fields are numbered 1..15 */
 #define MAX_COLUMNS 64 /* column names remembered from one row to the next */
@@ -33,75 +32,12 @@ enum {
     KIND_ARRAY = 15,
 };
 
-typedef struct {
-    const unsigned char *p;
-    const unsigned char *end;
-} Span;
-
-typedef struct {
-    int number;
-    int type;
-    uint64_t varint; /* type 0 and 1 (the eight bytes, little-endian) */
-    Span bytes;      /* type 2 */
-} Field;
-
-static int read_varint(Span *s, uint64_t *out) {
-    uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (s->p >= s->end) {
-            return -1;
-        }
-        unsigned char byte = *s->p++;
-        value |= (uint64_t)(byte & 0x7f) << shift;
-        if (!(byte & 0x80)) {
-            *out = value;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int next_field(Span *s, Field *f) {
-    uint64_t tag, n;
-    if (read_varint(s, &tag) < 0) {
-        return -1;
-    }
-    f->number = (int)(tag >> 3);
-    f->type = (int)(tag & 7);
-    switch (f->type) {
-    case 0:
-        return read_varint(s, &f->varint);
-    case 1:
-    case 5:
-        n = f->type == 1 ? 8 : 4;
-        if ((uint64_t)(s->end - s->p) < n) {
-            return -1;
-        }
-        f->varint = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            f->varint |= (uint64_t)s->p[i] << (8 * i);
-        }
-        s->p += n;
-        return 0;
-    case 2:
-        if (read_varint(s, &n) < 0 || n > (uint64_t)(s->end - s->p)) {
-            return -1;
-        }
-        f->bytes.p = s->p;
-        f->bytes.end = s->p + n;
-        s->p += n;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 static PyObject *malformed(void) {
     PyErr_SetString(PyExc_ValueError, "the answer is not a serialized BatchGetResponse");
     return NULL;
 }
 
-static PyObject *text_of(Span s) {
+static PyObject *text_of(WireSpan s) {
     return PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
 }
 
@@ -109,10 +45,10 @@ static PyObject *text_of(Span s) {
 static const int KIND_WIRE_TYPE[VALUE_KINDS] = {-1, 0, 0, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2};
 
 /* A Value's psycopg value; decoders[kind] for the kinds decoded in Python. */
-static PyObject *decode_value(Span value, PyObject *decoders) {
-    Field f = {0}, kind = {0};
+static PyObject *decode_value(WireSpan value, PyObject *decoders) {
+    WireField f = {0}, kind = {0};
     while (value.p < value.end) {
-        if (next_field(&value, &f) < 0) {
+        if (wire_next_field(&value, &f) < 0) {
             return malformed();
         }
         if (f.number >= 1 && f.number < VALUE_KINDS) {
@@ -163,25 +99,25 @@ static PyObject *decode_value(Span value, PyObject *decoders) {
 }
 
 typedef struct {
-    Span name;
+    WireSpan name;
     PyObject *text; /* owned */
 } Remembered;
 
 /* A Row as {name: value}; names are remembered by position, as rows of one table repeat them. */
-static PyObject *decode_row(Span row, PyObject *decoders, Remembered *names) {
+static PyObject *decode_row(WireSpan row, PyObject *decoders, Remembered *names) {
     PyObject *values = PyDict_New();
     if (values == NULL) {
         return NULL;
     }
-    Field field = {0}, f = {0};
+    WireField field = {0}, f = {0};
     for (int position = 0; row.p < row.end; position++) {
-        if (next_field(&row, &field) < 0 || field.number != 1 || field.type != 2) {
+        if (wire_next_field(&row, &field) < 0 || field.number != 1 || field.type != 2) {
             Py_DECREF(values);
             return malformed();
         }
-        Span name = {(const unsigned char *)"", (const unsigned char *)""}, value = name;
+        WireSpan name = {(const unsigned char *)"", (const unsigned char *)""}, value = name;
         while (field.bytes.p < field.bytes.end) {
-            if (next_field(&field.bytes, &f) < 0) {
+            if (wire_next_field(&field.bytes, &f) < 0) {
                 Py_DECREF(values);
                 return malformed();
             }
@@ -223,12 +159,12 @@ static PyObject *decode_row(Span row, PyObject *decoders, Remembered *names) {
 
 /* Freshness as (lsn, commit_time_ms, partition, offset, applied_offset, lag_records,
  * served_by); proto3 leaves zeros and "" out. */
-static PyObject *decode_freshness(Span s, PyObject **served_by_memo, Span *served_by_seen) {
+static PyObject *decode_freshness(WireSpan s, PyObject **served_by_memo, WireSpan *served_by_seen) {
     uint64_t numbers[7] = {0};
-    Span served_by = {NULL, NULL};
-    Field f = {0};
+    WireSpan served_by = {NULL, NULL};
+    WireField f = {0};
     while (s.p < s.end) {
-        if (next_field(&s, &f) < 0) {
+        if (wire_next_field(&s, &f) < 0) {
             return malformed();
         }
         if (f.number >= 1 && f.number <= 6 && f.type == 0) {
@@ -269,29 +205,29 @@ static PyObject *decode_results(PyObject *module, PyObject *const *args, Py_ssiz
         return NULL;
     }
     PyObject *decoders = args[1];
-    Span answer = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
+    WireSpan answer = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
     answer.end = answer.p + PyBytes_GET_SIZE(args[0]);
     Remembered names[MAX_COLUMNS] = {{{NULL, NULL}, NULL}};
     PyObject *ok = PyUnicode_FromString("OK");
     PyObject *empty = PyUnicode_FromStringAndSize("", 0);
     PyObject *served_by = NULL;
-    Span served_by_seen = {NULL, NULL};
+    WireSpan served_by_seen = {NULL, NULL};
     PyObject *results = PyList_New(0);
     PyObject *done = NULL;
     if (ok == NULL || empty == NULL || results == NULL) {
         goto finally;
     }
-    Field field = {0}, f = {0};
+    WireField field = {0}, f = {0};
     while (answer.p < answer.end) {
-        if (next_field(&answer, &field) < 0 || field.number != 1 || field.type != 2) {
+        if (wire_next_field(&answer, &field) < 0 || field.number != 1 || field.type != 2) {
             malformed();
             goto finally;
         }
-        Span status = {NULL, NULL}, message = {NULL, NULL}, row = {NULL, NULL};
-        Span freshness = {(const unsigned char *)"", (const unsigned char *)""};
+        WireSpan status = {NULL, NULL}, message = {NULL, NULL}, row = {NULL, NULL};
+        WireSpan freshness = {(const unsigned char *)"", (const unsigned char *)""};
         int found = 0;
         while (field.bytes.p < field.bytes.end) {
-            if (next_field(&field.bytes, &f) < 0) {
+            if (wire_next_field(&field.bytes, &f) < 0) {
                 malformed();
                 goto finally;
             }

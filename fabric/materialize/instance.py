@@ -546,9 +546,7 @@ class Materializer:
         applier = PartitionApplier(
             topic=topic,
             partition=partition,
-            # A topic's partition count never changes under the fabric (that would move keys).
-            num_partitions=self._partition_counts.get(topic)
-            or self._partition_count(consumer, topic),
+            num_partitions=self._partition_count(consumer, topic),
             table=self.table_of(topic),
             store=store,
             dead_letters=self._dead_letters,
@@ -721,6 +719,10 @@ class Materializer:
         }
 
     def _partition_count(self, consumer: Consumer, topic: str) -> int:
+        # A topic's partition count never changes under the fabric (that would move keys).
+        known = self._partition_counts.get(topic)
+        if known is not None:
+            return known
         metadata = consumer.list_topics(topic, timeout=10)
         count = len(metadata.topics[topic].partitions)
         self._partition_counts[topic] = count

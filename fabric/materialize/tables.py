@@ -117,15 +117,6 @@ class LocalTables:
         store, position = self._local(meta)
         return store.get(meta.key), position
 
-    def read_many(
-        self, metas: Sequence[KeyQueryMetadata]
-    ) -> tuple[list[bytes | None], PartitionPosition]:
-        """The stored values (:class:`StoredRow`'s encoding) of keys of one partition, in one
-        multi-get, in the order of ``metas``; raises :class:`NotLocalError` as :meth:`lookup`
-        does."""
-        store, position = self._local(metas[0])
-        return store.get_many_stored([meta.key for meta in metas]), position
-
     def get_many(self, table: str, keys: Sequence[KeyValues]) -> list[Row | None]:
         """The rows of ``keys``, in the order of ``keys``, None where a key has no row."""
         metas = [self.key_metadata(table, key) for key in keys]

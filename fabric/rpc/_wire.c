@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protowire.h"
+
 /* Column kinds; fabric/rpc/wire.py names the same numbers. */
 enum {
     KIND_PYTHON = 0,      /* always the column's Python writer */
@@ -1433,43 +1435,26 @@ static PyObject *split_repeated(PyObject *module, PyObject *const *args, Py_ssiz
     if (field_number(args[1], &number) < 0) {
         return NULL;
     }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    const unsigned char *end = p + PyBytes_GET_SIZE(args[0]);
+    WireSpan message = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
+    message.end = message.p + PyBytes_GET_SIZE(args[0]);
     PyObject *parts = PyList_New(0);
     if (parts == NULL) {
         return NULL;
     }
-    while (p < end) {
-        if (*p != (unsigned char)((number << 3) | 2)) {
+    while (message.p < message.end) {
+        WireField f;
+        if (wire_next_field(&message, &f) < 0 || f.number != number || f.type != 2) {
             Py_DECREF(parts);
-            Py_RETURN_NONE; /* another field: the caller parses the message */
+            Py_RETURN_NONE; /* another field, or not a message: the caller parses it */
         }
-        p++;
-        uint64_t length = 0;
-        int shift = 0;
-        for (;;) {
-            if (p >= end || shift > 63) {
-                Py_DECREF(parts);
-                Py_RETURN_NONE;
-            }
-            length |= (uint64_t)(*p & 0x7F) << shift;
-            shift += 7;
-            if (!(*p++ & 0x80)) {
-                break;
-            }
-        }
-        if (length > (uint64_t)(end - p)) {
-            Py_DECREF(parts);
-            Py_RETURN_NONE;
-        }
-        PyObject *part = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
+        PyObject *part =
+            PyBytes_FromStringAndSize((const char *)f.bytes.p, f.bytes.end - f.bytes.p);
         if (part == NULL || PyList_Append(parts, part) < 0) {
             Py_XDECREF(part);
             Py_DECREF(parts);
             return NULL;
         }
         Py_DECREF(part);
-        p += length;
     }
     return parts;
 }

@@ -13,9 +13,6 @@
  * head, the number in decimal, "}"), and the partition is Kafka's
  * toPositive(murmur2(key)) % partitions (fabric/core/partitioner.py holds the reference);
  * tests/unit/test_locate_native.py holds this code to both.
- *
- * Wire format: a field is a varint tag (number << 3 | wire type) then a varint (type 0), eight
- * little-endian bytes (type 1), a varint length and the bytes (type 2) or four bytes (type 5).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -25,63 +22,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../rpc/protowire.h"
+
 #define MAX_KEY 160 /* a route's head is a short JSON prefix; the number at most 20 digits */
-
-typedef struct {
-    const unsigned char *p;
-    const unsigned char *end;
-} Span;
-
-static int read_varint(Span *s, uint64_t *out) {
-    uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (s->p >= s->end) {
-            return -1;
-        }
-        unsigned char byte = *s->p++;
-        value |= (uint64_t)(byte & 0x7f) << shift;
-        if (!(byte & 0x80)) {
-            *out = value;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* The next field of a message: its number and wire type; for type 2 its bytes in *inner. */
-static int next_field(Span *s, int *number, int *type, Span *inner) {
-    uint64_t tag;
-    if (read_varint(s, &tag) < 0) {
-        return -1;
-    }
-    *number = (int)(tag >> 3);
-    *type = (int)(tag & 7);
-    uint64_t n;
-    switch (*type) {
-    case 0:
-        return read_varint(s, &n);
-    case 1:
-        n = 8;
-        break;
-    case 5:
-        n = 4;
-        break;
-    case 2:
-        if (read_varint(s, &n) < 0) {
-            return -1;
-        }
-        break;
-    default:
-        return -1;
-    }
-    if (n > (uint64_t)(s->end - s->p)) {
-        return -1;
-    }
-    inner->p = s->p;
-    inner->end = s->p + n;
-    s->p += n;
-    return 0;
-}
 
 static uint32_t murmur2(const unsigned char *data, Py_ssize_t length) {
     const uint32_t m = 0x5bd1e995;
@@ -152,32 +95,30 @@ static int route_from(PyObject *spec, Route *r) {
 }
 
 /* The key of one GetRequest, when it is one integer field this route takes: 1, else 0. */
-static int integer_key(Span key, const Route *r, long long *value) {
-    int number, type, fields = 0, found = 0;
-    Span field;
+static int integer_key(WireSpan key, const Route *r, long long *value) {
+    int fields = 0, found = 0;
+    WireField field, f;
     while (key.p < key.end) {
-        if (next_field(&key, &number, &type, &field) < 0) {
+        if (wire_next_field(&key, &field) < 0 || field.number != 1 || field.type != 2 ||
+            ++fields > 1) {
             return 0;
         }
-        if (number != 1 || type != 2 || ++fields > 1) {
-            return 0;
-        }
-        Span name = {NULL, NULL}, inner;
+        WireSpan name = {NULL, NULL};
         int has_value = 0;
-        while (field.p < field.end) {
-            if (next_field(&field, &number, &type, &inner) < 0) {
+        while (field.bytes.p < field.bytes.end) {
+            if (wire_next_field(&field.bytes, &f) < 0 || f.type != 2) {
                 return 0;
             }
-            if (number == 1 && type == 2) {
-                name = inner;
-            } else if (number == 2 && type == 2) {
+            if (f.number == 1) {
+                name = f.bytes;
+            } else if (f.number == 2) {
                 /* The Value: its int (field 3, a varint) and nothing else. */
-                uint64_t tag, raw;
-                if (read_varint(&inner, &tag) < 0 || tag != (3 << 3) ||
-                    read_varint(&inner, &raw) < 0 || inner.p != inner.end) {
+                WireField kind;
+                if (wire_next_field(&f.bytes, &kind) < 0 || kind.number != 3 || kind.type != 0 ||
+                    f.bytes.p != f.bytes.end) {
                     return 0;
                 }
-                *value = (long long)raw;
+                *value = (long long)kind.varint;
                 has_value = 1;
             } else {
                 return 0;
@@ -206,7 +147,7 @@ static PyObject *locate(PyObject *module, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     PyObject *route_of = args[1];
-    Span request = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
+    WireSpan request = {(const unsigned char *)PyBytes_AS_STRING(args[0]), NULL};
     request.end = request.p + PyBytes_GET_SIZE(args[0]);
     PyObject *groups = PyDict_New();
     PyObject *unlocated = PyList_New(0);
@@ -215,32 +156,31 @@ static PyObject *locate(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (!groups || !unlocated || !memo) {
         goto done;
     }
-    Span last_table = {NULL, NULL};
+    WireSpan last_table = {NULL, NULL};
     Route route = {0};
     PyObject *route_groups = NULL; /* borrowed: groups[route.spec] */
     int bounded = 0;
     char key[MAX_KEY];
     for (Py_ssize_t index = 0; request.p < request.end; index++) {
-        int number, type;
-        Span lookup;
-        if (next_field(&request, &number, &type, &lookup) < 0 || number != 1 || type != 2) {
+        WireField lookup, f;
+        if (wire_next_field(&request, &lookup) < 0 || lookup.number != 1 || lookup.type != 2) {
             result = Py_None;
             Py_INCREF(result);
             goto done;
         }
-        Span table = {NULL, NULL}, key_span = {NULL, NULL}, inner;
+        WireSpan table = {NULL, NULL}, key_span = {NULL, NULL};
         int other = 0;
-        while (lookup.p < lookup.end) {
-            if (next_field(&lookup, &number, &type, &inner) < 0) {
+        while (lookup.bytes.p < lookup.bytes.end) {
+            if (wire_next_field(&lookup.bytes, &f) < 0) {
                 result = Py_None;
                 Py_INCREF(result);
                 goto done;
             }
-            if (number == 1 && type == 2) {
-                table = inner;
-            } else if (number == 2 && type == 2) {
-                key_span = inner;
-            } else if (number == 3 && type == 2) {
+            if (f.number == 1 && f.type == 2) {
+                table = f.bytes;
+            } else if (f.number == 2 && f.type == 2) {
+                key_span = f.bytes;
+            } else if (f.number == 3 && f.type == 2) {
                 bounded = 1;
             } else {
                 other = 1;
