@@ -116,6 +116,8 @@ class MaterializerSettings:
     # host:port where other instances and clients reach this instance's gRPC service; carried in
     # the group membership (fabric.materialize.membership). None: the instance serves no queries.
     advertised_endpoint: str | None = None
+    # The port of this instance's forwarding link, advertised beside the endpoint (on its host).
+    peer_port: int | None = None
     # Connect's offsets topic (its worker's offset.storage.topic): the committed source offsets
     # that bound what a lookup with a PositionBound waits for (docs/consistency.md).
     source_offsets_topic: str = "cdc-fabric-connect-offsets"
@@ -139,6 +141,9 @@ class ServeSettings:
 
     host: str  # the address the server binds (loopback by default)
     port: int
+    # Where other instances forward lookups to this one (fabric.serve.forwarding), on ``host``;
+    # 0: a free port, found by the others through the group membership.
+    peer_port: int
     workers: int  # threads answering calls
     # How long a stopping instance keeps answering for its partitions after leaving the group,
     # until their new owners are ACTIVE (at most this long).
@@ -228,6 +233,7 @@ def _serve(env: Mapping[str, str]) -> ServeSettings:
     return ServeSettings(
         host=env.get("FABRIC_GRPC_HOST", "127.0.0.1"),
         port=_port(env, "FABRIC_GRPC_PORT", 27070),
+        peer_port=_port(env, "FABRIC_PEER_PORT", 0, free=True),
         workers=_int(env, "FABRIC_GRPC_WORKERS", 32),
         handover_timeout_s=float(env.get("FABRIC_HANDOVER_TIMEOUT_S", "60")),
     )
@@ -323,8 +329,10 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     return count
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
+def _port(env: Mapping[str, str], name: str, default: int, *, free: bool = False) -> int:
+    """A TCP port; with ``free``, 0 too (any free port)."""
     port = _int(env, name, default)
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+    lowest = 0 if free else 1
+    if not lowest <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port ({lowest}-65535), got {port}")
     return port

@@ -24,6 +24,12 @@ def register(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--host", help="address to bind (FABRIC_GRPC_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="gRPC port (FABRIC_GRPC_PORT, default 27070)")
     parser.add_argument(
+        "--peer-port",
+        type=int,
+        help="port other instances forward lookups to, on --host (FABRIC_PEER_PORT, default 0:"
+        " a free one, advertised through the group)",
+    )
+    parser.add_argument(
         "--advertise", help="host:port other instances and clients use (default: host:port)"
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
@@ -90,4 +96,9 @@ def configured(cfg: FabricConfig, args: argparse.Namespace) -> FabricConfig:
         serve = replace(serve, host=args.host)
     if args.port is not None:
         serve = replace(serve, port=args.port)
+    peer_port = getattr(args, "peer_port", None)
+    if peer_port is not None:
+        if not 0 <= peer_port <= 65535:
+            raise ConfigError(f"--peer-port must be a TCP port (0-65535), got {peer_port}")
+        serve = replace(serve, peer_port=peer_port)
     return replace(cfg, materializer=materializer, serve=serve)

@@ -707,7 +707,7 @@ class Materializer:
             "bootstrap.servers": self._bootstrap,
             "group.id": s.group,
             "group.instance.id": s.instance_id,
-            "client.id": member_client_id(s.instance_id, s.advertised_endpoint),
+            "client.id": member_client_id(s.instance_id, s.advertised_endpoint, s.peer_port),
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -170,6 +170,17 @@ def lookup_result(row: bytes | None, freshness: bytes) -> bytes:
     return _OK + found + length_delimited(5, freshness)
 
 
+def batch_get_lookups(request: bytes) -> list[bytes] | None:
+    """The serialized ``GetRequest`` s of a serialized ``BatchGetRequest``, in order; None for
+    one not encoded field by field as protobuf writes it (parse it then)."""
+    return _wire.split_repeated(request, 1)
+
+
+def batch_get_request(lookups: list[bytes]) -> bytes:
+    """A serialized ``BatchGetRequest`` of serialized ``GetRequest`` s, in order."""
+    return _wire.frame_repeated(lookups, 1)
+
+
 def batch_get_response(results: list[bytes]) -> bytes:
     """A serialized ``BatchGetResponse`` of serialized ``LookupResult`` s, in order."""
     return _wire.frame_repeated(results, 1)

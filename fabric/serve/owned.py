@@ -126,13 +126,11 @@ class OwnedGets:
         )
         return answer, meta
 
-    def locate(
-        self, request: pb.BatchGetRequest
-    ) -> tuple[list[LocatedPartition], list[int]] | None:
-        """A batch's lookups of one integer key grouped by partition, and the indexes of the
-        others (for the general routing); None when a lookup has a bound, or the request is not
-        one this path reads: :meth:`metadata` then routes it."""
-        located = locate(request.SerializeToString(), self._route_spec)
+    def locate(self, request: bytes) -> tuple[list[LocatedPartition], list[int]] | None:
+        """A serialized batch's lookups of one integer key grouped by partition, and the
+        indexes of the others (for the general routing); None when a lookup has a bound, or the
+        request is not one this path reads: :meth:`metadata` then routes it."""
+        located = locate(request, self._route_spec)
         if located is None or located[2]:
             return None
         groups, unlocated, _ = located

@@ -1,18 +1,17 @@
-"""Channels to the other instances of the fabric, one per endpoint, kept for the instance's life."""
+"""gRPC channels to the other instances of the fabric, one per endpoint, kept for the instance's
+life: for the calls between instances that are not lookups (``Scan``, ``GetTopology``, health).
+Lookups go over the forwarding link (:mod:`fabric.serve.forwarding`)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
 
 import grpc
 
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
-
-_GET = "/fabric.rpc.v1.Fabric/Get"
-_BATCH_GET = "/fabric.rpc.v1.Fabric/BatchGet"
+from fabric.serve.forwarding import ForwardError
+from fabric.serve.routing import PREVIOUS_OWNER
 
 
 class Peers:
@@ -21,8 +20,6 @@ class Peers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.FabricStub] = {}
-        # Calls whose answers stay serialized, by endpoint and method.
-        self._unparsed_calls: dict[tuple[str, str], grpc.UnaryUnaryMultiCallable[Any, bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def stub(self, endpoint: str) -> pb_grpc.FabricStub:
@@ -33,27 +30,24 @@ class Peers:
                 self._stubs[endpoint] = stub
             return stub
 
-    def get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.GetRequest, bytes]:
-        """``Get`` on a peer, answering the serialized ``GetResponse``: a forwarded answer is
-        passed on as the owner wrote it, never parsed and written again."""
-        return self._unparsed(endpoint, _GET, pb.GetRequest.SerializeToString)
-
-    def batch_get(self, endpoint: str) -> grpc.UnaryUnaryMultiCallable[pb.BatchGetRequest, bytes]:
-        """``BatchGet`` on a peer, answering the serialized ``BatchGetResponse``, whose results
-        are passed on as the owner wrote them."""
-        return self._unparsed(endpoint, _BATCH_GET, pb.BatchGetRequest.SerializeToString)
-
-    def _unparsed(
-        self, endpoint: str, method: str, serializer: Callable[[Any], bytes]
-    ) -> grpc.UnaryUnaryMultiCallable[Any, bytes]:
-        with self._lock:
-            call = self._unparsed_calls.get((endpoint, method))
-            if call is None:
-                call = self._channel(endpoint).unary_unary(
-                    method, request_serializer=serializer, response_deserializer=None
-                )
-                self._unparsed_calls[(endpoint, method)] = call
-            return call
+    def scan(
+        self,
+        endpoint: str,
+        request: pb.ScanRequest,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> list[pb.ScanResponse]:
+        """A partition's rows from the peer that serves it; :class:`ForwardError` for its
+        failure, as for a forwarded lookup."""
+        try:
+            return list(self.stub(endpoint).Scan(request, timeout=timeout, metadata=metadata))
+        except grpc.RpcError as exc:
+            if not isinstance(exc, grpc.Call):
+                raise ForwardError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            previous = next(
+                (v for k, v in exc.trailing_metadata() or () if k == PREVIOUS_OWNER), ""
+            )
+            raise ForwardError(exc.code(), exc.details() or "", str(previous)) from None
 
     def channel(self, endpoint: str) -> grpc.Channel:
         with self._lock:
@@ -72,4 +66,3 @@ class Peers:
                 channel.close()
             self._channels.clear()
             self._stubs.clear()
-            self._unparsed_calls.clear()

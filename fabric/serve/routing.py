@@ -3,11 +3,12 @@
 A lookup's partition is computed exactly as Connect's producer placed the record
 (:class:`fabric.core.keys.KeyCodec`, then murmur2). If this instance serves the partition, the
 answer comes from its store. Otherwise the request goes, once, to the owner the group's
-assignment names (:mod:`fabric.serve.topology`), with the remaining deadline and the
-``fabric-forwarded`` header; a forwarded request is never forwarded again: an instance that does
-not serve the partition answers UNAVAILABLE with the ``fabric-not-owner`` trailer (and the
-instance handing the partition over, when it knows one), which makes the forwarder read the
-topology again and retry. While a partition moves or restores, lookups are retried within their
+assignment names (:mod:`fabric.serve.topology`), with the remaining deadline: a ``Get`` or
+``BatchGet`` over the owner's forwarding link (:mod:`fabric.serve.forwarding`), a ``Scan`` over
+gRPC with the ``fabric-forwarded`` header. A forwarded request is never forwarded again: an
+instance that does not serve the partition answers UNAVAILABLE (naming the instance handing the
+partition over, when it knows one), which makes the forwarder read the topology again and
+retry. While a partition moves or restores, lookups are retried within their
 deadline, then answered UNAVAILABLE with a ``fabric-retry-after-ms`` hint: never a wrong answer,
 never a stale one that does not say so.
 """
@@ -23,6 +24,7 @@ import grpc
 from fabric.errors import StoreError
 from fabric.materialize.membership import HostInfo, parse_client_id
 from fabric.materialize.tables import KeyQueryMetadata, NotLocalError
+from fabric.serve.forwarding import ForwardError
 from fabric.serve.topology import GroupTopology, TopologySnapshot
 
 FORWARDED = "fabric-forwarded"
@@ -69,11 +71,12 @@ class Router:
         deadline: float,
         forwarded: bool,
         local: Callable[[], T],
-        remote: Callable[[str, float], T],
+        remote: Callable[[HostInfo, float], T],
     ) -> T:
         """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
         instance that can: its owner, or while the owner restores it, the previous owner that is
-        handing it over. Retried within ``deadline`` while the partition moves."""
+        handing it over. Retried within ``deadline`` while the partition moves; ``remote``
+        raises :class:`ForwardError` for the owner's failure."""
         attempt = 0
         while True:
             try:
@@ -94,12 +97,12 @@ class Router:
                     if target is None or target == self._me:
                         continue
                     try:
-                        return remote(target.endpoint, forward_timeout(deadline))
-                    except grpc.RpcError as exc:
-                        if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                        return remote(target, forward_timeout(deadline))
+                    except ForwardError as exc:
+                        if exc.code is not grpc.StatusCode.UNAVAILABLE:
                             raise
                         self._topology.invalidate()
-                        hinted = _previous_owner_hint(exc)
+                        hinted = parse_client_id(exc.previous) if exc.previous else None
                         if hinted is not None and hinted not in targets:
                             targets.append(hinted)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
@@ -135,13 +138,3 @@ def deadline_of(context: grpc.ServicerContext) -> float:
 
 def is_forwarded(context: grpc.ServicerContext) -> bool:
     return any(k == FORWARDED for k, _ in context.invocation_metadata())
-
-
-def _previous_owner_hint(exc: grpc.RpcError) -> HostInfo | None:
-    """The handing-over instance a peer named in its "not mine" answer, if any."""
-    if not isinstance(exc, grpc.Call):
-        return None
-    for key, value in exc.trailing_metadata() or ():
-        if key == PREVIOUS_OWNER and isinstance(value, str):
-            return parse_client_id(value)
-    return None

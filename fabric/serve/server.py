@@ -32,6 +32,7 @@ from fabric.materialize.instance import Materializer
 from fabric.materialize.membership import HostInfo
 from fabric.materialize.metrics import serve_metrics
 from fabric.rpc.v1 import fabric_pb2 as pb
+from fabric.serve.forwarding import ForwardError, ForwardLinks, ForwardServer
 from fabric.serve.handlers import Refusal, add_fabric_service
 from fabric.serve.peers import Peers
 from fabric.serve.routing import FORWARDED
@@ -58,8 +59,6 @@ class FabricServer:
         self.endpoint = (
             advertised_endpoint or cfg.materializer.advertised_endpoint or serve.endpoint
         )
-        settings = replace(cfg.materializer, advertised_endpoint=self.endpoint)
-        self.me = HostInfo(settings.instance_id, self.endpoint)
         self._cfg = cfg
         self._catalog = Catalog(lambda: db.connect(cfg.endpoints))
         self._refusal = Refusal()
@@ -77,14 +76,22 @@ class FabricServer:
                 f"cannot serve gRPC on {serve.endpoint}: the port is in use or the address is "
                 "not local; choose another with --port or FABRIC_GRPC_PORT"
             )
+        self._forward_server = ForwardServer(serve.host, serve.peer_port, self._answer_forwarded)
+        settings = replace(
+            cfg.materializer,
+            advertised_endpoint=self.endpoint,
+            peer_port=self._forward_server.port,
+        )
+        self.me = HostInfo(settings.instance_id, self.endpoint, self._forward_server.port)
         self.materializer = Materializer(
             settings, cfg.endpoints.kafka_bootstrap, self._catalog.codec
         )
         self.topology = GroupTopology(cfg.endpoints.kafka_bootstrap, settings.group)
         self.materializer.add_rebalance_listener(self.topology.invalidate)
         self._peers = Peers()
+        self._links = ForwardLinks()
         self._service = FabricService(
-            self.me, self.materializer, self._catalog, self.topology, self._peers
+            self.me, self.materializer, self._catalog, self.topology, self._peers, links=self._links
         )
         add_fabric_service(self._service, self._server, self._refusal)
         self._health = health.HealthServicer()
@@ -103,6 +110,7 @@ class FabricServer:
 
     def start(self) -> None:
         self._server.start()
+        self._forward_server.start()
         self._spawn(
             "materializer", lambda: self.materializer.run(self._stop_materializer, self._release)
         )
@@ -128,9 +136,11 @@ class FabricServer:
             thread.join(timeout=30)
         self._refusal.on = True
         time.sleep(_REFUSE_S)  # calls in flight finish; clients told UNAVAILABLE move on
+        self._forward_server.stop()
         self._server.stop(grace=_DRAIN_S).wait()
         self._service.close()
         self._peers.close()
+        self._links.close()
         self._stopped.set()
         log.info("instance stopped instance=%s", self.me.instance_id)
 
@@ -197,6 +207,13 @@ class FabricServer:
                     if part.owner == host.instance_id:
                         states[(table.topic, part.partition)] = part.state
         return states
+
+    def _answer_forwarded(self, method: int, body: bytes, deadline: float) -> bytes:
+        if self._refusal.on:
+            raise ForwardError(
+                grpc.StatusCode.UNAVAILABLE, "this instance is stopping; ask another one"
+            )
+        return self._service.answer_forwarded(method, body, deadline)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)

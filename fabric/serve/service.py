@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from fabric.catalog import Catalog
 from fabric.core.types import TableSchema, UnknownColumnsError
@@ -37,13 +38,17 @@ from fabric.rpc.values import RowEncoder, decode_key, decode_table
 from fabric.rpc.wire import (
     AnswerWriter,
     RowWriter,
+    batch_get_lookups,
+    batch_get_request,
     batch_get_response,
     batch_get_results,
     get_response,
     is_unavailable,
     lookup_result,
 )
+from fabric.serve import forwarding
 from fabric.serve.bounds import ReadBounds
+from fabric.serve.forwarding import ForwardError, ForwardLinks, PendingForward
 from fabric.serve.owned import LocatedPartition, OwnedGets
 from fabric.serve.peers import Peers
 from fabric.serve.routing import (
@@ -83,24 +88,56 @@ class FabricService(pb_grpc.FabricServicer):
         catalog: Catalog,
         topology: GroupTopology,
         peers: Peers,
+        *,
+        links: ForwardLinks,
     ) -> None:
         self._me = me
         self._materializer = materializer
         self._catalog = catalog
         self._tables = LocalTables(materializer, catalog)
         self._peers = peers
+        self._links = links
         self._encoders: dict[str, RowEncoder] = {}
         self._writers: dict[str, RowWriter] = {}
         self._answers = AnswerWriter(me.instance_id)
-        self._forwarding = ThreadPoolExecutor(max_workers=8, thread_name_prefix="forward")
+        self._asking = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ask-peer")
         self._bounds = ReadBounds(materializer)
         self._owned = OwnedGets(catalog, materializer, self._answers, self._writer)
         self._router = Router(me, topology)
 
     def close(self) -> None:
         """Once the server has drained: no call forwards any more."""
-        self._forwarding.shutdown(wait=True)
+        self._asking.shutdown(wait=True)
         self._bounds.close()
+
+    def answer_forwarded(self, method: int, body: bytes, deadline: float) -> bytes:
+        """A ``Get`` or ``BatchGet`` another instance forwarded over its link: answered from
+        this instance's stores, never forwarded again. The fabric's errors become the
+        :class:`ForwardError` of the gRPC status the call would have had."""
+        try:
+            if method == forwarding.GET:
+                request = pb.GetRequest.FromString(body)
+                answer, located = self._owned.answer(request)
+                if answer is not None:
+                    return answer
+                return self._get(request, located, deadline, forwarded=True)
+            return self._batch_get(
+                pb.BatchGetRequest.FromString(body), deadline, forwarded=True, serialized=body
+            )
+        except DecodeError as exc:
+            raise ForwardError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"a forwarded request does not parse: {exc}"
+            ) from None
+        except NotServedHereError as exc:
+            raise ForwardError(
+                grpc.StatusCode.UNAVAILABLE,
+                "this instance does not serve that partition",
+                exc.previous.client_id if exc.previous is not None else "",
+            ) from None
+        except UnavailableError as exc:
+            raise ForwardError(grpc.StatusCode.UNAVAILABLE, exc.message) from None
+        except FabricError as exc:
+            raise ForwardError(_code_of(exc), str(exc)) from None
 
     # -- Get ---------------------------------------------------------------------------------
 
@@ -110,86 +147,106 @@ class FabricService(pb_grpc.FabricServicer):
         if answer is not None:
             return answer
         with _status_of(context):
-            meta = (
-                located
-                if located is not None
-                else self._metadata(_qualified(request.table), request.key)
-            )
-            if request.HasField("bound"):
-                self._bounds.wait(meta, request.bound, deadline_of(context))
-            # Other keys reaching their owner: answered here without the routing machinery.
-            served = self._materializer.serving(meta.topic, meta.partition)
-            if served is not None:
-                store, position = served
-                try:
-                    stored = store.get_stored(meta.key)
-                except StoreError:
-                    pass  # closed as the partition moves away: the routed way below retries
-                else:
-                    answer = self._answers.get_response(
-                        self._writer(meta.table),
-                        stored,
-                        partition=meta.partition,
-                        applied_offset=position.position - 1,
-                        lag_records=position.lag,
-                    )
-                    if answer is not None:
-                        return answer
-                    row = None if stored is None else StoredRow.decode(stored)
-                    return get_response(*self._answer(meta.table, meta.partition, row, position))
-            return self._get_one(
-                meta, request, deadline_of(context), forwarded=is_forwarded(context)
-            )
+            return self._get(request, located, deadline_of(context), is_forwarded(context))
+
+    def _get(
+        self,
+        request: pb.GetRequest,
+        located: KeyQueryMetadata | None,
+        deadline: float,
+        forwarded: bool,
+    ) -> bytes:
+        meta = (
+            located
+            if located is not None
+            else self._metadata(_qualified(request.table), request.key)
+        )
+        if request.HasField("bound"):
+            self._bounds.wait(meta, request.bound, deadline)
+        # Other keys reaching their owner: answered here without the routing machinery.
+        served = self._materializer.serving(meta.topic, meta.partition)
+        if served is not None:
+            store, position = served
+            try:
+                stored = store.get_stored(meta.key)
+            except StoreError:
+                pass  # closed as the partition moves away: the routed way below retries
+            else:
+                answer = self._answers.get_response(
+                    self._writer(meta.table),
+                    stored,
+                    partition=meta.partition,
+                    applied_offset=position.position - 1,
+                    lag_records=position.lag,
+                )
+                if answer is not None:
+                    return answer
+                row = None if stored is None else StoredRow.decode(stored)
+                return get_response(*self._answer(meta.table, meta.partition, row, position))
+        return self._get_one(meta, request, deadline, forwarded=forwarded)
 
     # -- BatchGet ------------------------------------------------------------------------------
 
     def BatchGet(self, request: pb.BatchGetRequest, context: grpc.ServicerContext) -> bytes:
         """A serialized ``BatchGetResponse``."""
         with _status_of(context):
-            if len(request.lookups) > MAX_BATCH:
-                raise _LimitError(
-                    f"a BatchGet holds at most {MAX_BATCH} lookups, got {len(request.lookups)};"
-                    " split it into several calls"
-                )
-            deadline = deadline_of(context)
-            forwarded = is_forwarded(context)
-            results: list[bytes | None] = [None] * len(request.lookups)
-            located = self._owned.locate(request)
-            if located is None:  # a lookup with a bound: each located on its own
-                metas, bounded = self._owned.metadata(request.lookups)
-                pending = [(index, meta) for index, meta in enumerate(metas) if meta is not None]
-                parts: list[LocatedPartition] = []
-                others = [index for index, meta in enumerate(metas) if meta is None]
-            else:
-                parts, others = located
-                pending, bounded = [], False
-            for index in others:
-                lookup = request.lookups[index]
-                try:
-                    pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
-                except FabricError as exc:
-                    results[index] = _failed(_code_of(exc), str(exc))
-            parts.extend(LocatedPartition.grouped(pending))
-            self._batch(request, parts, results, deadline, forwarded, bounded=bounded)
-            return batch_get_response(
-                [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
+            return self._batch_get(request, deadline_of(context), is_forwarded(context))
+
+    def _batch_get(
+        self,
+        request: pb.BatchGetRequest,
+        deadline: float,
+        forwarded: bool,
+        serialized: bytes | None = None,
+    ) -> bytes:
+        """``request``'s answers; ``serialized`` is the request as it arrived, when at hand."""
+        if len(request.lookups) > MAX_BATCH:
+            raise _LimitError(
+                f"a BatchGet holds at most {MAX_BATCH} lookups, got {len(request.lookups)};"
+                " split it into several calls"
             )
+        results: list[bytes | None] = [None] * len(request.lookups)
+        if serialized is None:
+            serialized = request.SerializeToString()
+        located = self._owned.locate(serialized)
+        if located is None:  # a lookup with a bound: each located on its own
+            metas, bounded = self._owned.metadata(request.lookups)
+            pending = [(index, meta) for index, meta in enumerate(metas) if meta is not None]
+            parts: list[LocatedPartition] = []
+            others = [index for index, meta in enumerate(metas) if meta is None]
+        else:
+            parts, others = located
+            pending, bounded = [], False
+        for index in others:
+            lookup = request.lookups[index]
+            try:
+                pending.append((index, self._metadata(_qualified(lookup.table), lookup.key)))
+            except FabricError as exc:
+                results[index] = _failed(_code_of(exc), str(exc))
+        parts.extend(LocatedPartition.grouped(pending))
+        self._batch(
+            request, serialized, parts, results, deadline, forwarded=forwarded, bounded=bounded
+        )
+        return batch_get_response(
+            [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
+        )
 
     def _batch(
         self,
         request: pb.BatchGetRequest,
+        serialized: bytes,
         parts: list[LocatedPartition],
         results: list[bytes | None],
         deadline: float,
-        forwarded: bool,
         *,
+        forwarded: bool,
         bounded: bool = False,
     ) -> None:
         """One pass: local partitions read here, the others sent as one BatchGet per owner.
         What is left (a partition moving or restoring) goes the single-lookup way, with its
         retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
         the forwarder to retry."""
-        remote: dict[str, list[tuple[int, KeyQueryMetadata]]] = {}
+        remote: dict[HostInfo, list[LocatedPartition]] = {}
         local: list[tuple[LocatedPartition, tuple[PartitionStore, PartitionPosition]]] = []
         waiting: list[tuple[int, KeyQueryMetadata]] = []
         for part in parts:
@@ -203,11 +260,11 @@ class FabricService(pb_grpc.FabricServicer):
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(part.metadata())
             else:
-                remote.setdefault(owner.endpoint, []).extend(part.metadata())
+                remote.setdefault(owner, []).append(part)
         # The owners read their sub-batches while this instance reads its own.
         sent = [
-            (items, self._send_batch(endpoint, request, items, deadline))
-            for endpoint, items in remote.items()
+            (theirs, self._send_batch(owner, request, serialized, theirs, deadline))
+            for owner, theirs in remote.items()
         ]
         for part, served in local:
             reading = part
@@ -216,8 +273,8 @@ class FabricService(pb_grpc.FabricServicer):
                 reading = LocatedPartition.of(part, admitted)
             if reading.indexes and not self._answer_partition(reading, served, results):
                 waiting.extend(reading.metadata())
-        for items, call in sent:
-            waiting.extend(self._batch_answers(call, items, results))
+        for theirs, call in sent:
+            waiting.extend(self._batch_answers(call, theirs, results))
         for index, meta in waiting:
             if forwarded:
                 results[index] = _failed(
@@ -232,10 +289,8 @@ class FabricService(pb_grpc.FabricServicer):
                 )
             except UnavailableError as exc:
                 results[index] = _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
-            except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
-                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-                results[index] = _failed(code, details or "")
+            except ForwardError as exc:
+                results[index] = _failed(exc.code, exc.message)
             except FabricError as exc:
                 results[index] = _failed(_code_of(exc), str(exc))
             else:
@@ -259,8 +314,8 @@ class FabricService(pb_grpc.FabricServicer):
             deadline,
             forwarded,
             local=local,
-            remote=lambda endpoint, timeout: self._peers.get(endpoint)(
-                request, timeout=timeout, metadata=self._router.forward_metadata
+            remote=lambda owner, timeout: self._links.call(
+                _peer_address(owner), forwarding.GET, request.SerializeToString(), timeout
             ),
         )
         return response
@@ -320,47 +375,58 @@ class FabricService(pb_grpc.FabricServicer):
 
     def _send_batch(
         self,
-        endpoint: str,
+        owner: HostInfo,
         request: pb.BatchGetRequest,
-        items: list[tuple[int, KeyQueryMetadata]],
+        serialized: bytes,
+        parts: list[LocatedPartition],
         deadline: float,
-    ) -> Future[bytes]:
-        """Forward ``items`` to their owner without waiting for its serialized answer."""
-        forward = pb.BatchGetRequest(lookups=[request.lookups[index] for index, _ in items])
-        # A pool thread makes the blocking call: a gRPC future would start a channel thread of
-        # its own for every call.
-        return self._forwarding.submit(
-            self._peers.batch_get(endpoint),
-            forward,
-            timeout=forward_timeout(deadline),
-            metadata=self._router.forward_metadata,
-        )
+    ) -> PendingForward | ForwardError:
+        """Send the lookups of ``parts`` to their owner without waiting for its serialized
+        answer; the lookups go as they arrived, cut from the request's bytes."""
+        indexes = [index for part in parts for index in part.indexes]
+        arrived = batch_get_lookups(serialized)
+        if arrived is not None:
+            forward = batch_get_request([arrived[index] for index in indexes])
+        else:  # not encoded as the fabric reads it fast: written again
+            forward = pb.BatchGetRequest(
+                lookups=[request.lookups[index] for index in indexes]
+            ).SerializeToString()
+        try:
+            return self._links.send(
+                _peer_address(owner), forwarding.BATCH_GET, forward, forward_timeout(deadline)
+            )
+        except ForwardError as exc:
+            return exc
 
     def _batch_answers(
         self,
-        call: Future[bytes],
-        items: list[tuple[int, KeyQueryMetadata]],
+        call: PendingForward | ForwardError,
+        parts: list[LocatedPartition],
         results: list[bytes | None],
     ) -> list[tuple[int, KeyQueryMetadata]]:
-        """An owner's answers to forwarded ``items``, passed on as it wrote them; returns the
-        ones to try again."""
+        """An owner's answers to the forwarded lookups of ``parts``, passed on as it wrote
+        them; returns the ones to try again."""
         try:
+            if isinstance(call, ForwardError):
+                raise call
             answer = batch_get_results(call.result())
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNAVAILABLE
-            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-                for index, _ in items:
-                    results[index] = _failed(code, details or "")
+        except ForwardError as exc:
+            if exc.code is not grpc.StatusCode.UNAVAILABLE:
+                for part in parts:
+                    for index in part.indexes:
+                        results[index] = _failed(exc.code, exc.message)
                 return []
-            return items
-        retry = []
-        for (index, meta), result in zip(items, answer, strict=True):
+            return [item for part in parts for item in part.metadata()]
+        indexes = (index for part in parts for index in part.indexes)
+        retry = set()
+        for index, result in zip(indexes, answer, strict=True):
             if is_unavailable(result):
-                retry.append((index, meta))
+                retry.add(index)
             else:
                 results[index] = result
-        return retry
+        if not retry:
+            return []
+        return [item for part in parts for item in part.metadata() if item[0] in retry]
 
     # -- Scan ----------------------------------------------------------------------------------
 
@@ -430,10 +496,8 @@ class FabricService(pb_grpc.FabricServicer):
             deadline,
             forwarded,
             local=lambda: self._raise_not_local(meta),
-            remote=lambda endpoint, timeout: list(
-                self._peers.stub(endpoint).Scan(
-                    forward, timeout=timeout, metadata=self._router.forward_metadata
-                )
+            remote=lambda owner, timeout: self._peers.scan(
+                owner.endpoint, forward, timeout, self._router.forward_metadata
             ),
         )
 
@@ -455,7 +519,7 @@ class FabricService(pb_grpc.FabricServicer):
             asked = [
                 (
                     host,
-                    self._forwarding.submit(
+                    self._asking.submit(
                         self._peers.stub(host.endpoint).GetTopology,
                         pb.GetTopologyRequest(),
                         timeout=min(_PEER_TOPOLOGY_S, forward_timeout(deadline)),
@@ -664,6 +728,17 @@ class _LimitError(FabricError):
     pass
 
 
+def _peer_address(owner: HostInfo) -> str:
+    address = owner.peer_address
+    if address is None:
+        raise ForwardError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"instance {owner.instance_id} advertises no forwarding port; restart it with this"
+            " version of the fabric",
+        )
+    return address
+
+
 def _qualified(table: str) -> str:
     return decode_table(table)
 
@@ -709,9 +784,7 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
         if isinstance(exc, NotServedHereError):
             trailer = [(NOT_OWNER, "1")]
             if exc.previous is not None:
-                trailer.append(
-                    (PREVIOUS_OWNER, f"{exc.previous.instance_id}@{exc.previous.endpoint}")
-                )
+                trailer.append((PREVIOUS_OWNER, exc.previous.client_id))
             context.set_trailing_metadata(tuple(trailer))
             context.abort(
                 grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition"
@@ -719,8 +792,8 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
         if isinstance(exc, UnavailableError):
             context.set_trailing_metadata(((RETRY_AFTER_MS, "200"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
-        if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call):
+        if isinstance(exc, ForwardError):
             # A peer's answer to a forwarded request: passed on as the peer gave it.
-            context.abort(exc.code(), exc.details() or "")
+            context.abort(exc.code, exc.message)
         if isinstance(exc, FabricError):
             context.abort(_code_of(exc), str(exc))

@@ -484,6 +484,8 @@ def test_fabric_instances_each_advertise_their_service_name_and_keep_their_own_s
         volumes.add(volume.split(":")[0])
         env = _environment(service)
         assert env["FABRIC_KAFKA_BOOTSTRAP"] == "kafka:19092", "the broker's in-network listener"
+        peer_port = int(env["FABRIC_PEER_PORT"])
+        assert peer_port not in (int(port), 0), "a fixed forwarding port beside the gRPC one"
         waits = service.get("depends_on") or {}
         assert waits.get("kafka") == {"condition": "service_healthy"}
     assert len(volumes) == len(FABRIC_INSTANCES), "a store is opened by one process at a time"
