@@ -28,7 +28,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from bench.connectors import bench_spec
 from fabric import cli, db
 from fabric.client import FabricClient
 from fabric.config import FabricConfig, load
+from fabric.stack.ports import free_ports
 
 PREFIX = "freshbench"
 TABLE = "bench.fresh_rows"
@@ -120,13 +120,6 @@ def _q(values: list[float], percent: int) -> float:
 # -- setup ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @contextmanager
 def fabric_instances(count: int) -> Iterator[list[str]]:
     """``count`` fabric serve processes of the bench's group; stopped (by pid) on exit."""
@@ -137,8 +130,9 @@ def fabric_instances(count: int) -> Iterator[list[str]]:
     endpoints = []
     try:
         for n in range(1, count + 1):
-            port = _free_port()
+            port, peer_port = free_ports(2)
             argv = [str(fabric), "serve", "--instance-id", f"fresh-bench-{n}", "--port", str(port)]
+            argv += ["--peer-port", str(peer_port)]
             with (LOG_DIR / f"fresh-bench-{n}.log").open("ab") as out:
                 processes.append(
                     subprocess.Popen(

@@ -86,6 +86,7 @@ from fabric.materialize.status import read_statuses
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_row, encode_key
+from fabric.stack.ports import free_ports
 
 PREFIX = "lookupbench"
 TABLE = "bench.lookup_rows"
@@ -258,22 +259,30 @@ def _endpoint(cfg: FabricConfig, port: int) -> str:
     return f"{cfg.serve.host}:{port}"
 
 
-def instance_ports(cfg: FabricConfig) -> dict[str, int]:
-    """Each instance's gRPC port: the one it had last time unless something else took it."""
+def instance_ports(cfg: FabricConfig) -> dict[str, tuple[int, int]]:
+    """Each instance's gRPC and forwarding ports: the ones it had last time unless something
+    else took them (an instance keeps both, as the group remembers them)."""
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     path = WORK_DIR / "ports.json"
     try:
-        ports: dict[str, int] = json.loads(path.read_text())
+        saved = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
-        ports = {}
+        saved = {}
+    ports: dict[str, tuple[int, int]] = {}
     for instance_id in INSTANCE_IDS:
-        port = ports.get(instance_id)
-        if port is None or not (
-            _serving_as(_endpoint(cfg, port), instance_id) or _bindable(cfg.serve.host, port)
-        ):
-            ports[instance_id] = _free_port(cfg.serve.host)
+        pair = saved.get(instance_id)
+        if isinstance(pair, list) and len(pair) == 2:
+            port, peer_port = int(pair[0]), int(pair[1])
+            host = cfg.serve.host
+            if _serving_as(_endpoint(cfg, port), instance_id) or (
+                _bindable(host, port) and _bindable(host, peer_port)
+            ):
+                ports[instance_id] = (port, peer_port)
+                continue
+        grpc_port, peer_port = free_ports(2, cfg.serve.host)
+        ports[instance_id] = (grpc_port, peer_port)
     path.write_text(json.dumps(ports))
-    return {i: ports[i] for i in INSTANCE_IDS}
+    return ports
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -284,13 +293,6 @@ def _bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _serving_as(endpoint: str, instance_id: str) -> bool:
@@ -304,7 +306,10 @@ def _serving_as(endpoint: str, instance_id: str) -> bool:
 
 
 def start_instances(
-    cfg: FabricConfig, ports: dict[str, int], instances: list[Instance], standby_replicas: int
+    cfg: FabricConfig,
+    ports: dict[str, tuple[int, int]],
+    instances: list[Instance],
+    standby_replicas: int,
 ) -> None:
     """Start an instance on each port (appended to ``instances`` at once, so that the caller
     stops it whatever fails next), or reuse the one a ``--keep`` run left there."""
@@ -316,7 +321,7 @@ def start_instances(
         "FABRIC_STANDBY_REPLICAS": str(standby_replicas),
     }
     fabric = Path(sys.executable).with_name("fabric")
-    for instance_id, port in ports.items():
+    for instance_id, (port, peer_port) in ports.items():
         endpoint = _endpoint(cfg, port)
         log = WORK_DIR / f"{instance_id}.log"
         if _serving_as(endpoint, instance_id):
@@ -324,6 +329,7 @@ def start_instances(
             instances.append(Instance(instance_id, endpoint, None, log))
             continue
         argv = [str(fabric), "serve", "--instance-id", instance_id, "--port", str(port)]
+        argv += ["--peer-port", str(peer_port)]
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [*argv, "--group", GROUP],

@@ -29,7 +29,7 @@ from fabric.faults.runner import SuiteSettings
 from fabric.faults.suite import SessionSettings, fault_session
 from fabric.sample.workload import WorkloadSettings
 from fabric.stack.manager import LocalStack
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 
 SAMPLE = ["sample", "load", "--users", "1000", "--items", "2000", "--bids", "10000", "--reset"]
 

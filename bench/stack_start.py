@@ -22,7 +22,7 @@ from pathlib import Path
 from fabric import config
 from fabric.stack import tools
 from fabric.stack.manager import LocalStack
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 
 TARGET_WARM_S = 60.0
 

@@ -135,6 +135,10 @@ class MaterializerSettings:
         return f"{self.topic_prefix}.message"
 
 
+# The forwarding port's default distance from the gRPC port: one flag moves both.
+PEER_PORT_OFFSET = 100
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """One instance's gRPC query service."""
@@ -142,8 +146,9 @@ class ServeSettings:
     host: str  # the address the server binds (loopback by default)
     port: int
     # Where other instances forward lookups to this one (fabric.serve.forwarding), on ``host``;
-    # 0: a free port, found by the others through the group membership.
-    peer_port: int
+    # None: ``port`` + PEER_PORT_OFFSET. Stable across restarts like the gRPC port: the group
+    # keeps a static member's advertised ports while it rejoins within its session timeout.
+    peer_port: int | None
     workers: int  # threads answering calls
     # How long a stopping instance keeps answering for its partitions after leaving the group,
     # until their new owners are ACTIVE (at most this long).
@@ -152,6 +157,18 @@ class ServeSettings:
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def forward_port(self) -> int:
+        if self.peer_port is not None:
+            return self.peer_port
+        port = self.port + PEER_PORT_OFFSET
+        if port > 65535:
+            raise ConfigError(
+                f"the forwarding port defaults to the gRPC port + {PEER_PORT_OFFSET}, beyond 65535"
+                f" for gRPC port {self.port}; set one with --peer-port or FABRIC_PEER_PORT"
+            )
+        return port
 
 
 @dataclass(frozen=True)
@@ -233,7 +250,7 @@ def _serve(env: Mapping[str, str]) -> ServeSettings:
     return ServeSettings(
         host=env.get("FABRIC_GRPC_HOST", "127.0.0.1"),
         port=_port(env, "FABRIC_GRPC_PORT", 27070),
-        peer_port=_port(env, "FABRIC_PEER_PORT", 0, free=True),
+        peer_port=_port(env, "FABRIC_PEER_PORT", 0) if env.get("FABRIC_PEER_PORT") else None,
         workers=_int(env, "FABRIC_GRPC_WORKERS", 32),
         handover_timeout_s=float(env.get("FABRIC_HANDOVER_TIMEOUT_S", "60")),
     )
@@ -329,10 +346,8 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     return count
 
 
-def _port(env: Mapping[str, str], name: str, default: int, *, free: bool = False) -> int:
-    """A TCP port; with ``free``, 0 too (any free port)."""
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
     port = _int(env, name, default)
-    lowest = 0 if free else 1
-    if not lowest <= port <= 65535:
-        raise ConfigError(f"{name} must be a TCP port ({lowest}-65535), got {port}")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
     return port

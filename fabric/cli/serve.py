@@ -26,8 +26,8 @@ def register(areas: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--peer-port",
         type=int,
-        help="port other instances forward lookups to, on --host (FABRIC_PEER_PORT, default 0:"
-        " a free one, advertised through the group)",
+        help="port other instances forward lookups to, on --host (FABRIC_PEER_PORT, default:"
+        " the gRPC port + 100)",
     )
     parser.add_argument(
         "--advertise", help="host:port other instances and clients use (default: host:port)"
@@ -98,7 +98,7 @@ def configured(cfg: FabricConfig, args: argparse.Namespace) -> FabricConfig:
         serve = replace(serve, port=args.port)
     peer_port = getattr(args, "peer_port", None)
     if peer_port is not None:
-        if not 0 <= peer_port <= 65535:
-            raise ConfigError(f"--peer-port must be a TCP port (0-65535), got {peer_port}")
+        if not 1 <= peer_port <= 65535:
+            raise ConfigError(f"--peer-port must be a TCP port (1-65535), got {peer_port}")
         serve = replace(serve, peer_port=peer_port)
     return replace(cfg, materializer=materializer, serve=serve)

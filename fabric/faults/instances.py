@@ -1,8 +1,8 @@
 """Fabric instances as real `fabric serve` processes, started, stopped, killed and wiped on demand.
 
-Each instance is a child process leading a session of its own, with its own gRPC port and state
-folder (``<root>/<instance id>``), all in one consumer group. Only processes started here are ever
-signalled, by the pid this object holds.
+Each instance is a child process leading a session of its own, with its own gRPC and forwarding
+ports (kept across its restarts) and state folder (``<root>/<instance id>``), all in one consumer
+group. Only processes started here are ever signalled, by the pid this object holds.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ STOP_TIMEOUT_S = 60.0
 class InstanceProcess:
     instance_id: str
     port: int
+    peer_port: int
     state_dir: Path
     log_file: Path
     process: subprocess.Popen[bytes] | None = None
@@ -58,11 +59,11 @@ class FabricInstances:
         """Every instance ever started: clients skip the ones that are down."""
         return [i.endpoint for i in self.instances.values()]
 
-    def add(self, instance_id: str, port: int) -> InstanceProcess:
+    def add(self, instance_id: str, port: int, peer_port: int) -> InstanceProcess:
         if instance_id in self.instances:
             raise ValueError(f"instance {instance_id} exists already; start it instead")
         instance = InstanceProcess(
-            instance_id, port, self.root / instance_id, self.root / f"{instance_id}.log"
+            instance_id, port, peer_port, self.root / instance_id, self.root / f"{instance_id}.log"
         )
         self.instances[instance_id] = instance
         self.start(instance_id)
@@ -77,6 +78,7 @@ class FabricInstances:
             "--instance-id", instance_id,
             "--state-dir", str(instance.state_dir),
             "--port", str(instance.port),
+            "--peer-port", str(instance.peer_port),
         ]  # fmt: skip
         self.root.mkdir(parents=True, exist_ok=True)
         with instance.log_file.open("ab") as out:

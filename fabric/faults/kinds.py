@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import enum
 import random
-import socket
 from dataclasses import dataclass, field
 
 from fabric.faults.instances import FabricInstances
 from fabric.stack.manager import LocalStack
+from fabric.stack.ports import free_ports
 
 
 class FaultKind(enum.StrEnum):
@@ -53,13 +53,6 @@ def random_fault(
         if feasible(k, running, min_running=min_running, max_running=max_running)
     ]
     return rng.choice(choices)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -104,5 +97,5 @@ class FaultInjector:
         while f"f{number}" in existing:
             number += 1
         instance_id = f"f{number}"
-        self.instances.add(instance_id, free_port())
+        self.instances.add(instance_id, *free_ports(2))
         return instance_id

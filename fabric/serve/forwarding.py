@@ -86,7 +86,7 @@ class ForwardServer:
             raise PortInUseError(
                 f"cannot listen for forwarded lookups on {host}:{port} ({exc.strerror}): the port "
                 "is in use or the address is not local; choose another with --peer-port or "
-                "FABRIC_PEER_PORT (0 picks a free one)"
+                "FABRIC_PEER_PORT (by default the gRPC port + 100)"
             ) from None
         self._listener.listen(64)
         self.port: int = self._listener.getsockname()[1]

@@ -76,7 +76,7 @@ class FabricServer:
                 f"cannot serve gRPC on {serve.endpoint}: the port is in use or the address is "
                 "not local; choose another with --port or FABRIC_GRPC_PORT"
             )
-        self._forward_server = ForwardServer(serve.host, serve.peer_port, self._answer_forwarded)
+        self._forward_server = ForwardServer(serve.host, serve.forward_port, self._answer_forwarded)
         settings = replace(
             cfg.materializer,
             advertised_endpoint=self.endpoint,

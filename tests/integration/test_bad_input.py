@@ -33,7 +33,7 @@ from fabric.core.partitioner import partition_for
 from fabric.materialize import deadletters
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.values import decode_row
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 from tests.integration.test_query_service import (
     PARTITIONS,
     SERVICE,
@@ -78,10 +78,12 @@ def pair(
     root = tmp_path_factory.mktemp("bad-input")
     env = {**stack_env, "FABRIC_TOPIC_PREFIX": capture.prefix, "FABRIC_HANDOVER_TIMEOUT_S": "5"}
     processes: list[subprocess.Popen[bytes]] = []
+    ports = free_ports(4)  # a gRPC and a forwarding port each
     instances = [
         Instance(
             instance_id=f"{capture.prefix}-bad-{name}",
             port=port,
+            peer_port=peer_port,
             state_dir=root / name,
             log_dir=root,
             env=env,
@@ -89,7 +91,7 @@ def pair(
             channel=grpc.insecure_channel(f"127.0.0.1:{port}"),
             processes=processes,
         )
-        for name, port in zip("ab", free_ports(2), strict=True)
+        for name, port, peer_port in zip("ab", ports[:2], ports[2:], strict=True)
     ]
     cluster = Cluster(capture, instances)
     try:

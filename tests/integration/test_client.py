@@ -31,7 +31,7 @@ from fabric.client import Change, FabricClient
 from fabric.config import REPO_ROOT, FabricConfig
 from fabric.errors import InvalidQueryError, UnsupportedQueryError
 from fabric.serve.server import FabricServer
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 from tests.integration.test_type_fidelity import same
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,8 @@ class Instances:
 def instance_config(
     cfg: FabricConfig, group: str, instance_id: str, state_dir: Path, port: int
 ) -> FabricConfig:
-    """``cfg`` for one instance, as ``fabric serve --group --instance-id --state-dir --port``."""
+    """``cfg`` for one instance, as ``fabric serve --group --instance-id --state-dir --port``,
+    with a forwarding port of its own (the default, ``port`` + 100, may be taken here)."""
     materializer = replace(
         cfg.materializer,
         group=group,
@@ -143,7 +144,8 @@ def instance_config(
         state_dir=state_dir,
         metrics_port=None,
     )
-    serve = replace(cfg.serve, port=port, handover_timeout_s=20.0)
+    (peer_port,) = free_ports(1)
+    serve = replace(cfg.serve, port=port, peer_port=peer_port, handover_timeout_s=20.0)
     return replace(cfg, materializer=materializer, serve=serve)
 
 

@@ -14,7 +14,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from fabric.catalog import Catalog
 from fabric.config import REPO_ROOT, FabricConfig
 from fabric.materialize.status import STALE_AFTER_S, InstanceStatus, read_statuses
 from fabric.materialize.tables import decode_image
+from fabric.stack.ports import free_ports
 from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
 
@@ -683,18 +683,11 @@ def _instance_blocks(text: str) -> dict[str, tuple[str, list[tuple[str, int, str
     return blocks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_metrics_per_partition_and_a_taken_port_is_refused_by_name(
     source: Source, launch: Launch
 ) -> None:
     group, a_id, b_id = unique("metrics"), unique("a"), unique("b")
-    port = _free_port()
+    (port,) = free_ports(1)
     a = launch(a_id, group, "--metrics-port", str(port))
     wait_converged(source, [a])
     ends = source.end_offsets()

@@ -15,6 +15,7 @@ import math
 import queue
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from fabric.config import REPO_ROOT, FabricConfig
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_row, decode_value, encode_key, encode_value
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 
 PARTITIONS = 3  # FABRIC_TOPIC_PARTITIONS in the session's environment
 KEYS = {
@@ -207,6 +208,7 @@ class Instance:
 
     instance_id: str
     port: int
+    peer_port: int  # kept across restarts, like the gRPC port
     state_dir: Path
     log_dir: Path
     env: dict[str, str]
@@ -232,7 +234,8 @@ class Instance:
         assert not self.running
         self.log = self.log_dir / f"{self.instance_id}.{len(self.processes)}.log"
         command = [sys.executable, "-m", "fabric", "-v", "serve"]
-        args = ["--instance-id", self.instance_id, "--port", str(self.port), "--group", self.group]
+        args = ["--instance-id", self.instance_id, "--group", self.group]
+        args += ["--port", str(self.port), "--peer-port", str(self.peer_port)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [*command, *args, "--state-dir", str(self.state_dir)],
@@ -377,6 +380,7 @@ def new_instances(
         Instance(
             instance_id=f"{capture.prefix}-{name}",
             port=port,
+            peer_port=peer_port,
             state_dir=root / name,
             log_dir=root,
             env=env,
@@ -384,8 +388,14 @@ def new_instances(
             channel=grpc.insecure_channel(f"127.0.0.1:{port}"),
             processes=processes,
         )
-        for name, port in zip(names, free_ports(len(names)), strict=True)
+        for name, (port, peer_port) in zip(names, _port_pairs(len(names)), strict=True)
     ]
+
+
+def _port_pairs(count: int) -> list[tuple[int, int]]:
+    """A gRPC and a forwarding port for each of ``count`` instances."""
+    ports = free_ports(2 * count)
+    return list(zip(ports[:count], ports[count:], strict=True))
 
 
 def stop_instances(instances: Sequence[Instance]) -> None:
@@ -860,6 +870,34 @@ def test_health_and_reflection(cluster: Cluster) -> None:
         assert {SERVICE, "grpc.health.v1.Health"} <= names
         files = described.file_descriptor_response.file_descriptor_proto
         assert any(b"fabric/rpc/v1/fabric.proto" in f for f in files)
+
+
+def test_a_forwarding_port_in_use_is_named_and_the_instance_exits(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    model = cluster.instances[0]
+    (grpc_port,) = free_ports(1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        peer_port = taken.getsockname()[1]
+        args = ["serve", "--instance-id", "port-clash", "--group", f"{model.group}-port-clash"]
+        args += ["--port", str(grpc_port), "--peer-port", str(peer_port)]
+        done = subprocess.run(
+            [sys.executable, "-m", "fabric", *args, "--state-dir", str(tmp_path / "state")],
+            env=model.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"fabric: cannot listen for forwarded lookups on 127.0.0.1:{peer_port} (Address already"
+        " in use)" in done.stderr
+    )
+    assert "FABRIC_PEER_PORT" in done.stderr and "Traceback" not in done.stderr
 
 
 # -- 7. bad requests -----------------------------------------------------------------------------

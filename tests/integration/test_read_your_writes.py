@@ -32,7 +32,7 @@ from fabric.client import FabricClient, consistency_token, format_lsn
 from fabric.config import REPO_ROOT, FabricConfig
 from fabric.errors import FabricTimeoutError, InvalidLsnError, TooStaleError
 from fabric.serve.server import FabricServer
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 from tests.integration.test_client import delete_dead_letters
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,10 @@ def endpoints(
     folder = tmp_path_factory.mktemp("ryw-instances")
     servers: list[FabricServer] = []
     try:
-        for instance_id, port in zip(("r1", "r2", "r3"), free_ports(3), strict=True):
+        ports = free_ports(6)
+        for instance_id, port, peer_port in zip(
+            ("r1", "r2", "r3"), ports[:3], ports[3:], strict=True
+        ):
             materializer = replace(
                 stack_config.materializer,
                 group=group,
@@ -122,7 +125,9 @@ def endpoints(
                 state_dir=folder / instance_id,
                 metrics_port=None,
             )
-            serve = replace(stack_config.serve, port=port, handover_timeout_s=2.0)
+            serve = replace(
+                stack_config.serve, port=port, peer_port=peer_port, handover_timeout_s=2.0
+            )
             server = FabricServer(replace(stack_config, materializer=materializer, serve=serve))
             server.start()
             servers.append(server)

@@ -25,9 +25,9 @@ from fabric.core.partitioner import partition_for
 from fabric.errors import StoreError
 from fabric.serve.server import FabricServer
 from fabric.shadow import ShadowReads, ShadowStats
+from fabric.stack.ports import free_ports
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore
-from tests.conftest import free_ports
 from tests.integration.test_client import (
     delete_dead_letters,
     ensure_sample,

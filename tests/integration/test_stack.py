@@ -15,7 +15,7 @@ from fabric import cli, config
 from fabric.errors import ComponentStartError, MissingToolError, PortInUseError
 from fabric.stack import process
 from fabric.stack.manager import LocalStack
-from tests.conftest import free_ports
+from fabric.stack.ports import free_ports
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from fabric.config import FabricConfig
 from fabric.core.keys import KeyCodec
 from fabric.core.partitioner import partition_for
 from fabric.serve.server import FabricServer
+from fabric.stack.ports import free_ports
 from fabric.state.options import StoreOptions
 from fabric.state.store import PartitionStore
 from fabric.verify import verify
-from tests.conftest import free_ports
 from tests.integration.test_client import (
     delete_dead_letters,
     ensure_sample,

@@ -33,12 +33,25 @@ def test_ports_move_together_with_endpoints(tmp_path: Path) -> None:
         ({"FABRIC_PG_PORT": "70000"}, "FABRIC_PG_PORT must be a TCP port (1-65535), got 70000"),
         ({"FABRIC_KAFKA_PORT": "25432"}, "stack ports must differ from each other"),
         ({"FABRIC_STANDBY_REPLICAS": "-1"}, "FABRIC_STANDBY_REPLICAS must be 0 or more, got -1"),
+        ({"FABRIC_PEER_PORT": "0"}, "FABRIC_PEER_PORT must be a TCP port (1-65535), got 0"),
+        ({"FABRIC_PEER_PORT": "x"}, "FABRIC_PEER_PORT must be a whole number, got 'x'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load({"FABRIC_STATE_DIR": str(tmp_path), **env})
     assert str(info.value).startswith(message)
+
+
+def test_the_forwarding_port_follows_the_grpc_port_unless_set(tmp_path: Path) -> None:
+    assert config.load({"FABRIC_STATE_DIR": str(tmp_path)}).serve.forward_port == 27170
+    moved = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_GRPC_PORT": "28000"})
+    assert moved.serve.forward_port == 28100
+    cfg = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_PEER_PORT": "30000"})
+    assert cfg.serve.forward_port == 30000
+    high = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_GRPC_PORT": "65500"})
+    with pytest.raises(ConfigError, match="set one with --peer-port"):
+        high.serve.forward_port  # noqa: B018
 
 
 def test_secrets_file_fills_spec_values_and_environment_wins(tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def test_restarting_an_unknown_or_stopped_component_says_what_to_do(tmp_path: Pa
 
 def test_fatal_lines_are_the_last_critical_log_lines(tmp_path: Path) -> None:
     instances = FabricInstances({}, "g", tmp_path)
-    instances.instances["f1"] = InstanceProcess("f1", 1, tmp_path / "f1", tmp_path / "f1.log")
+    instances.instances["f1"] = InstanceProcess("f1", 1, 2, tmp_path / "f1", tmp_path / "f1.log")
     assert instances.fatal_lines("f1") == []
     (tmp_path / "f1.log").write_text(
         "t INFO a\nt CRITICAL fenced one\nt WARNING b\nt CRITICAL fenced two\nt CRITICAL three\n"
