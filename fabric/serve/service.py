@@ -110,6 +110,8 @@ class FabricService(pb_grpc.FabricServicer):
         self._asking.shutdown(wait=True)
         self._bounds.close()
 
+    # -- lookups other instances forward over their links --------------------------------------
+
     def answer_forwarded(self, method: int, body: bytes, deadline: float) -> bytes:
         """A ``Get`` or ``BatchGet`` another instance forwarded over its link: answered from
         this instance's stores, never forwarded again. The fabric's errors become the

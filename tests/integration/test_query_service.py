@@ -1160,3 +1160,20 @@ def test_kill_9_under_load_recovers_every_key(capture: Capture, cluster: Cluster
     for instance in cluster.instances:
         assert sweep(instance, source) is None, instance.instance_id
     print(f"kill -9: the killed instance restarted with its state, settled in {rejoined:.1f}s")
+
+
+def test_an_instance_restarted_at_once_is_still_forwarded_to(
+    capture: Capture, cluster: Cluster
+) -> None:
+    """Back within the session timeout, a static member keeps the client.id it joined with
+    first: the ports it advertises must be the ones it listens on again."""
+    cluster.ensure_ready()
+    source = capture.rows()
+    a, b, c = cluster.instances
+    c.kill()
+    c.start()  # same id, state and ports, long before the group notices it went
+    cluster.ensure_ready()
+    owned_by_c = {key for key, owner in cluster.owners().items() if owner == c.instance_id}
+    assert owned_by_c, "the restarted instance owns partitions: lookups for them are forwarded"
+    for instance in (a, b):
+        assert sweep(instance, source) is None, instance.instance_id
