@@ -97,7 +97,12 @@ class Materializer:
         # The wanted set the standbys last matched, None after an assignment change: the loop
         # looks at its standbys again only when this is not the wanted set itself.
         self._standbys_synced: frozenset[TopicPartitionKey] | None = None
-        self._lock = threading.Lock()  # guards _assigned and _standbys for readers elsewhere
+        # Partitions the group moved away, kept as standbys until their new owner serves them
+        # (end_handover), with when they were revoked: lookups find a current copy here while
+        # the new owner restores.
+        self._handovers: dict[TopicPartitionKey, float] = {}
+        # Guards _assigned, _standbys and _handovers for readers elsewhere.
+        self._lock = threading.Lock()
         # Notified after every applied batch, for lookups waiting on a PositionBound.
         self.progress = threading.Condition()
         self._partition_counts: dict[str, int] = {}
@@ -196,6 +201,18 @@ class Materializer:
         with self._lock:
             return sorted(self._standbys)
 
+    def handovers(self) -> dict[TopicPartitionKey, float]:
+        """Revoked partitions kept for their new owners, with when they were revoked."""
+        with self._lock:
+            return dict(self._handovers)
+
+    def end_handover(self, topic: str, partition: int) -> None:
+        """A revoked partition's new owner serves it: stop keeping it here (unless it is wanted
+        as a standby replica); safe from any thread, applied by the loop."""
+        with self._lock:
+            self._handovers.pop((topic, partition), None)
+        self._standbys_synced = None
+
     def _loop_once(self) -> None:
         reason, self._rejoin_reason = self._rejoin_reason, None
         if reason is not None and not self._handing_over:
@@ -210,6 +227,8 @@ class Materializer:
         held = [TopicPartition(t, p, part.position) for (t, p), part in self._assigned.items()]
         self._handing_over = True
         self.want_standbys(())  # leaving: its standbys are no one's failover any more
+        with self._lock:
+            self._handovers.clear()
         self._sync_standbys()
         # A static member never sends LeaveGroup: the coordinator reassigns its partitions once
         # its session times out, and the stores must stay current and readable until then.
@@ -471,7 +490,10 @@ class Materializer:
         consumer.incremental_unassign(partitions)
         if self._handing_over:
             return  # closing the group consumer: the stores stay open for the handover
-        self._close(partitions, "revoked")
+        if self.settings.advertised_endpoint is not None:
+            self._keep_for_new_owners(partitions)
+        else:  # serves no lookups: nothing to keep a copy for
+            self._close(partitions, "revoked")
         self._notify_rebalance()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -572,6 +594,33 @@ class Materializer:
                 log.info("store locked by a stopping instance, waiting path=%s", path)
                 time.sleep(0.5)
 
+    def _keep_for_new_owners(self, partitions: list[TopicPartition]) -> None:
+        """Revoked partitions that are ACTIVE go on being applied, as standbys, until their new
+        owners serve them: a new owner restores for seconds, and lookups are answered from here
+        meanwhile. The others are closed."""
+        standby_consumer, _ = self._standby_consumers()
+        now = time.monotonic()
+        closing = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            with self._lock:  # one step: a lookup finds the store in one place or the other
+                part = self._assigned.get(key)
+                if part is not None and part.state is PartitionState.ACTIVE:
+                    del self._assigned[key]
+                    self._standbys[key] = part
+                    self._handovers[key] = now
+                else:
+                    part = None
+            if part is None:
+                closing.append(tp)
+                continue
+            standby_consumer.incremental_assign([TopicPartition(*key, part.position)])
+            log.info(
+                "partition revoked, kept until its new owner serves it topic=%s partition=%d",
+                *key,
+            )
+        self._close(closing, "revoked")
+
     def _close(self, partitions: list[TopicPartition], why: str) -> None:
         for tp in partitions:
             with self._lock:
@@ -604,8 +653,9 @@ class Materializer:
         with self._lock:
             held = set(self._standbys)
             owned = set(self._assigned)
+            kept = set(self._handovers)
         missing = sorted(wanted - held - owned)
-        for key in sorted(held - wanted):
+        for key in sorted(held - wanted - kept):
             self._drop_standby(key)
         # One store per turn of the loop: the owned partitions are applied between two opens.
         for topic, partition in missing[:1]:
@@ -613,7 +663,8 @@ class Materializer:
         if not missing:
             self._standbys_synced = wanted
 
-    def _open_standby(self, topic: str, partition: int) -> None:
+    def _standby_consumers(self) -> tuple[Consumer, Consumer]:
+        """The consumer applying the standbys, and one answering offsets; made on first use."""
         if self._standby_consumer is None or self._standby_offsets is None:
             settings = {
                 "bootstrap.servers": self._bootstrap,
@@ -626,11 +677,12 @@ class Materializer:
             # Never assigned: a consumer that is fetching answers an offsets request only once
             # its pending fetch returns (up to fetch.wait.max.ms, 500 ms), and the loop waits.
             self._standby_offsets = Consumer(settings)
-        consumer = self._standby_consumer
+        return self._standby_consumer, self._standby_offsets
+
+    def _open_standby(self, topic: str, partition: int) -> None:
+        consumer, offsets = self._standby_consumers()
         try:
-            part, resume = self._open_partition(
-                self._standby_offsets, topic, partition, wait_for_lock=False
-            )
+            part, resume = self._open_partition(offsets, topic, partition, wait_for_lock=False)
         except StoreLockedError:
             return  # a stopping process of this instance still holds it: tried again next loop
         except (StoreError, KafkaException) as exc:
@@ -656,6 +708,7 @@ class Materializer:
     def _drop_standby(self, key: TopicPartitionKey) -> None:
         with self._lock:
             part = self._standbys.pop(key, None)
+            self._handovers.pop(key, None)
         if part is not None:
             self._unassign_standby(key)
             part.applier.store.close()
@@ -669,6 +722,7 @@ class Materializer:
             part = self._standbys.pop(key, None)
             if part is None:
                 return None
+            self._handovers.pop(key, None)
             self._assigned[key] = part
         self._unassign_standby(key)
         log.info(

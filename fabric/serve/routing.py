@@ -74,9 +74,10 @@ class Router:
         remote: Callable[[HostInfo, float], T],
     ) -> T:
         """``local()`` when this instance serves ``meta``'s partition, else ``remote()`` on the
-        instance that can: its owner, or while the owner restores it, the previous owner that is
-        handing it over. Retried within ``deadline`` while the partition moves; ``remote``
-        raises :class:`ForwardError` for the owner's failure."""
+        instance that can: its owner, or while the owner restores it, the previous owner that
+        keeps a copy for it (any other instance, when this one never saw the previous owner).
+        Retried within ``deadline`` while the partition moves; ``remote`` raises
+        :class:`ForwardError` for the owner's failure."""
         attempt = 0
         while True:
             try:
@@ -86,25 +87,28 @@ class Router:
             snapshot = self.snapshot(deadline, max_age_s=0.0 if attempt else _ROUTE_MAX_AGE_S)
             previous = snapshot.previous_owner(meta.topic, meta.partition)
             if forwarded:
-                if restoring_here and previous is None:
-                    pass  # the owner, restoring: wait here within the deadline
-                else:
-                    raise NotServedHereError(previous if previous != self._me else None)
-            else:
-                targets = [] if restoring_here else [snapshot.owner(meta.topic, meta.partition)]
-                targets.append(previous)
-                for target in targets:
-                    if target is None or target == self._me:
-                        continue
-                    try:
-                        return remote(target, forward_timeout(deadline))
-                    except ForwardError as exc:
-                        if exc.code is not grpc.StatusCode.UNAVAILABLE:
-                            raise
-                        self._topology.invalidate()
-                        hinted = parse_client_id(exc.previous) if exc.previous else None
-                        if hinted is not None and hinted not in targets:
-                            targets.append(hinted)
+                raise NotServedHereError(previous if previous != self._me else None)
+            targets = [] if restoring_here else [snapshot.owner(meta.topic, meta.partition)]
+            targets.append(previous)
+            if previous is None:
+                # Moving, from an instance this one never saw own it: whichever instance the
+                # group took it from keeps a current copy until the new owner serves it
+                # (fabric.materialize), and asking each costs a link round trip.
+                targets.extend(snapshot.instances)
+            asked: set[HostInfo] = set()
+            for target in targets:
+                if target is None or target == self._me or target in asked:
+                    continue
+                asked.add(target)
+                try:
+                    return remote(target, forward_timeout(deadline))
+                except ForwardError as exc:
+                    if exc.code is not grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    self._topology.invalidate()
+                    hinted = parse_client_id(exc.previous) if exc.previous else None
+                    if hinted is not None:
+                        targets.append(hinted)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
             if time.monotonic() + pause >= deadline:
                 raise UnavailableError(

@@ -1162,6 +1162,41 @@ def test_kill_9_under_load_recovers_every_key(capture: Capture, cluster: Cluster
     print(f"kill -9: the killed instance restarted with its state, settled in {rejoined:.1f}s")
 
 
+def test_an_instance_joining_under_load_fails_no_lookup(
+    capture: Capture, cluster: Cluster, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The partitions a new instance takes stay served by the instances they leave until it
+    has restored them."""
+    cluster.ensure_ready()
+    source = capture.rows()
+    a, b, c = cluster.instances
+    (d,) = new_instances(capture, stack_env, tmp_path, "d", group="group")
+    assignments = [([a], False), ([c], False), ([a, b, c], True)]
+    stop, threads = start_load("join", assignments, source, call_s=KILL_CALL_S)
+
+    def let_go() -> int:
+        return sum(i.log_text().count("letting go of a revoked partition") for i in (a, b, c))
+
+    try:
+        wait_until("load running", lambda: None if all(t.ok for t in threads) else "no answer")
+        d.start()
+        joined = time.monotonic()
+        wait_until("four settled instances", lambda: cluster.problem([a, b, c, d]))
+        settled = time.monotonic() - joined
+        wait_until("the copies kept for d let go", lambda: None if let_go() else "kept")
+    finally:
+        stop_load(stop, threads)
+        stop_instances([d])
+    ok = sum(t.ok for t in threads)
+    failures = [f for t in threads for f in t.failures]
+    print(
+        f"\njoin: {ok} lookups answered, {len(failures)} failed while a fourth instance joined "
+        f"and restored (settled {settled:.1f}s after it started); {let_go()} revoked partitions "
+        "kept until their new owner served them"
+    )
+    assert failures == [], failures[:3]
+
+
 def test_an_instance_restarted_at_once_is_still_forwarded_to(
     capture: Capture, cluster: Cluster
 ) -> None:
