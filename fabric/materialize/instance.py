@@ -490,9 +490,9 @@ class Materializer:
         consumer.incremental_unassign(partitions)
         if self._handing_over:
             return  # closing the group consumer: the stores stay open for the handover
-        if self.settings.advertised_endpoint is not None:
+        if self.settings.advertised_endpoint is not None and not self._closed:
             self._keep_for_new_owners(partitions)
-        else:  # serves no lookups: nothing to keep a copy for
+        else:  # serves no lookups, or closing: nothing to keep a copy for
             self._close(partitions, "revoked")
         self._notify_rebalance()
 
@@ -598,7 +598,6 @@ class Materializer:
         """Revoked partitions that are ACTIVE go on being applied, as standbys, until their new
         owners serve them: a new owner restores for seconds, and lookups are answered from here
         meanwhile. The others are closed."""
-        standby_consumer, _ = self._standby_consumers()
         now = time.monotonic()
         closing = []
         for tp in partitions:
@@ -614,6 +613,7 @@ class Materializer:
             if part is None:
                 closing.append(tp)
                 continue
+            standby_consumer, _ = self._standby_consumers()
             standby_consumer.incremental_assign([TopicPartition(*key, part.position)])
             log.info(
                 "partition revoked, kept until its new owner serves it topic=%s partition=%d",
