@@ -98,10 +98,10 @@ class Materializer:
         # looks at its standbys again only when this is not the wanted set itself.
         self._standbys_synced: frozenset[TopicPartitionKey] | None = None
         # Partitions the group moved away, kept as standbys until their new owner serves them
-        # (end_handover), with when they were revoked: lookups find a current copy here while
+        # (release_kept), with when they were revoked: lookups find a current copy here while
         # the new owner restores.
-        self._handovers: dict[TopicPartitionKey, float] = {}
-        # Guards _assigned, _standbys and _handovers for readers elsewhere.
+        self._kept: dict[TopicPartitionKey, float] = {}
+        # Guards _assigned, _standbys and _kept for readers elsewhere.
         self._lock = threading.Lock()
         # Notified after every applied batch, for lookups waiting on a PositionBound.
         self.progress = threading.Condition()
@@ -201,16 +201,16 @@ class Materializer:
         with self._lock:
             return sorted(self._standbys)
 
-    def handovers(self) -> dict[TopicPartitionKey, float]:
+    def kept_for_new_owners(self) -> dict[TopicPartitionKey, float]:
         """Revoked partitions kept for their new owners, with when they were revoked."""
         with self._lock:
-            return dict(self._handovers)
+            return dict(self._kept)
 
-    def end_handover(self, topic: str, partition: int) -> None:
+    def release_kept(self, topic: str, partition: int) -> None:
         """A revoked partition's new owner serves it: stop keeping it here (unless it is wanted
         as a standby replica); safe from any thread, applied by the loop."""
         with self._lock:
-            self._handovers.pop((topic, partition), None)
+            self._kept.pop((topic, partition), None)
         self._standbys_synced = None
 
     def _loop_once(self) -> None:
@@ -228,7 +228,7 @@ class Materializer:
         self._handing_over = True
         self.want_standbys(())  # leaving: its standbys are no one's failover any more
         with self._lock:
-            self._handovers.clear()
+            self._kept.clear()
         self._sync_standbys()
         # A static member never sends LeaveGroup: the coordinator reassigns its partitions once
         # its session times out, and the stores must stay current and readable until then.
@@ -607,7 +607,7 @@ class Materializer:
                 if part is not None and part.state is PartitionState.ACTIVE:
                     del self._assigned[key]
                     self._standbys[key] = part
-                    self._handovers[key] = now
+                    self._kept[key] = now
                 else:
                     part = None
             if part is None:
@@ -653,7 +653,7 @@ class Materializer:
         with self._lock:
             held = set(self._standbys)
             owned = set(self._assigned)
-            kept = set(self._handovers)
+            kept = set(self._kept)
         missing = sorted(wanted - held - owned)
         for key in sorted(held - wanted - kept):
             self._drop_standby(key)
@@ -708,7 +708,7 @@ class Materializer:
     def _drop_standby(self, key: TopicPartitionKey) -> None:
         with self._lock:
             part = self._standbys.pop(key, None)
-            self._handovers.pop(key, None)
+            self._kept.pop(key, None)
         if part is not None:
             self._unassign_standby(key)
             part.applier.store.close()
@@ -722,7 +722,7 @@ class Materializer:
             part = self._standbys.pop(key, None)
             if part is None:
                 return None
-            self._handovers.pop(key, None)
+            self._kept.pop(key, None)
             self._assigned[key] = part
         self._unassign_standby(key)
         log.info(

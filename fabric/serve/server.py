@@ -230,7 +230,7 @@ class FabricServer:
             # Also keeps the topology's memory of previous owners current, for handovers.
             snapshot = self.topology.refresh(max_age_s=_TOPOLOGY_EVERY_S)
             self._place_standbys(snapshot)
-            self._end_handovers(snapshot)
+            self._release_kept_partitions(snapshot)
             holding = bool(self.materializer.held_partitions())
             if absence.observe(snapshot, self.me.instance_id, time.monotonic(), holding=holding):
                 log.warning(
@@ -253,16 +253,16 @@ class FabricServer:
         moving = {key for key in self.materializer.held_standbys() if key not in owners}
         self.materializer.want_standbys(placed | moving)
 
-    def _end_handovers(self, snapshot: TopologySnapshot) -> None:
+    def _release_kept_partitions(self, snapshot: TopologySnapshot) -> None:
         """Let go of each partition the group moved away from this instance once its new owner
         serves it (or after ``handover_timeout_s``); until then lookups are answered here."""
-        handovers = self.materializer.handovers()
-        if not handovers:
+        kept = self.materializer.kept_for_new_owners()
+        if not kept:
             return
         states = self._owner_states(snapshot.instances)
         limit = self._cfg.serve.handover_timeout_s
         now = time.monotonic()
-        for (topic, partition), since in handovers.items():
+        for (topic, partition), since in kept.items():
             owner = snapshot.owner(topic, partition)
             taken = owner is not None and owner != self.me
             if (taken and states.get((topic, partition)) == "ACTIVE") or now - since > limit:
@@ -272,7 +272,7 @@ class FabricServer:
                     partition,
                     owner.instance_id if owner else None,
                 )
-                self.materializer.end_handover(topic, partition)
+                self.materializer.release_kept(topic, partition)
 
     def _set_health(self, *, serving: bool) -> None:
         status = (
