@@ -69,7 +69,7 @@ from fabric.serve.scanning import (
     scan_partitions,
     scan_token,
 )
-from fabric.serve.topology import GroupTopology
+from fabric.serve.topology import GroupTopology, TopologySnapshot
 from fabric.serve.watch import watch_changes
 from fabric.state.row import StoredRow
 from fabric.state.store import PartitionStore
@@ -251,21 +251,24 @@ class FabricService(pb_grpc.FabricServicer):
         remote: dict[HostInfo, list[LocatedPartition]] = {}
         local: list[tuple[LocatedPartition, tuple[PartitionStore, PartitionPosition]]] = []
         waiting: list[tuple[int, KeyQueryMetadata]] = []
+        snapshot: TopologySnapshot | None = None  # read once, at the first partition not here
         for part in parts:
             served = self._materializer.serving(part.topic, part.partition)
             if served is not None:
                 local.append((part, served))
                 continue
             position = self._materializer.partition_position(part.topic, part.partition)
-            snapshot = None if forwarded else self._router.snapshot(deadline)
+            if snapshot is None and not forwarded:
+                snapshot = self._router.snapshot(deadline)
             owner = None if snapshot is None else snapshot.owner(part.topic, part.partition)
             if owner is None or owner == self._me or position is not None:
                 waiting.extend(part.metadata())
             else:
                 remote.setdefault(owner, []).append(part)
         # The owners read their sub-batches while this instance reads its own.
+        arrived = batch_get_lookups(serialized) if remote else None
         sent = [
-            (theirs, self._send_batch(owner, request, serialized, theirs, deadline))
+            (theirs, self._send_batch(owner, request, arrived, theirs, deadline))
             for owner, theirs in remote.items()
         ]
         for part, served in local:
@@ -379,14 +382,14 @@ class FabricService(pb_grpc.FabricServicer):
         self,
         owner: HostInfo,
         request: pb.BatchGetRequest,
-        serialized: bytes,
+        arrived: list[bytes] | None,
         parts: list[LocatedPartition],
         deadline: float,
     ) -> PendingForward | ForwardError:
         """Send the lookups of ``parts`` to their owner without waiting for its serialized
-        answer; the lookups go as they arrived, cut from the request's bytes."""
+        answer; the lookups go as they arrived (``arrived``: the request's lookups cut from its
+        bytes, None when it was not encoded so)."""
         indexes = [index for part in parts for index in part.indexes]
-        arrived = batch_get_lookups(serialized)
         if arrived is not None:
             forward = batch_get_request([arrived[index] for index in indexes])
         else:  # not encoded as the fabric reads it fast: written again
