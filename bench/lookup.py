@@ -97,6 +97,9 @@ INSTANCE_IDS = ("lookup-bench-1", "lookup-bench-2")
 # Instance logs, and the ports chosen on the first run: an instance keeps its endpoint.
 WORK_DIR = Path("/var/tmp/cdc-fabric-bench-lookup")
 BATCH = 100
+# (e) goes over its batches this many times: --calls keys make only calls/BATCH batches, too few
+# for a steady figure.
+BATCH_PASSES = 4
 WARMUP = 500
 THREADS = (1, 4, 16)
 SEED = 20251101
@@ -220,14 +223,14 @@ def capture(bootstrap: str, spec: Path, rows: int) -> None:
     cli.main(["connectors", "delete", "--drop-slot", str(spec)])
 
 
-def prepare_data(cfg: FabricConfig, rows: int, ports: dict[str, int]) -> None:
+def prepare_data(cfg: FabricConfig, rows: int, ports: dict[str, tuple[int, int]]) -> None:
     """The table with ``rows`` rows and its complete topic, reused when both are there."""
     bootstrap = cfg.endpoints.kafka_bootstrap
     table_ok = _table_rows(cfg) == rows
     if table_ok and _topic_records(bootstrap) >= rows:
         print(f"reusing {TABLE} ({rows:,} rows) and its topic {TOPIC}")
         return
-    serving = [i for i, port in ports.items() if _serving_as(_endpoint(cfg, port), i)]
+    serving = [i for i, (port, _) in ports.items() if _serving_as(_endpoint(cfg, port), i)]
     if serving:
         raise RuntimeError(
             f"the data must be rebuilt but {', '.join(serving)} still serve it (left by --keep):"
@@ -701,7 +704,7 @@ def measure_batches(
     fan_out = futures.ThreadPoolExecutor(max_workers=len(stubs))
 
     def chunked(items: Sequence[T]) -> list[Sequence[T]]:
-        return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+        return [items[i : i + BATCH] for i in range(0, len(items), BATCH)] * BATCH_PASSES
 
     def batch_get(lookups: Sequence[pb.GetRequest]) -> None:
         stubs[0].BatchGet(pb.BatchGetRequest(lookups=lookups), timeout=CALL_TIMEOUT_S)

@@ -15,6 +15,15 @@ Frames, all integers big-endian::
         status 0 (OK): the serialized answer
         otherwise:     u16 length, the previous owner's ``client.id`` (or nothing), message
 
+    a located batch's body, once per partition:
+        u16 table length, u16 topic length, u32 partition, u32 key count,
+        table, topic, u32 length of each key, the keys
+
+A ``BatchGet`` without read bounds goes as a located batch: the record keys the forwarder
+already computed, grouped by partition, so the owner reads its stores without parsing and
+locating the lookups again. Its answer is a ``BatchGetResponse`` holding one result per key, in
+the order sent. A batch with bounds goes as the ``BatchGetRequest`` itself, which carries them.
+
 A status is a gRPC status code's number: the owner's failure reaches the forwarder as the gRPC
 status it would have answered. The owner runs the request on the connection's own thread, with
 the timeout it was given as its deadline; a forwarder that times out drops the connection, so
@@ -25,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Callable, Iterable
 
 import grpc
 
@@ -40,12 +49,16 @@ log = logging.getLogger(__name__)
 
 GET = 1
 BATCH_GET = 2
-METHODS = frozenset({GET, BATCH_GET})
+BATCH_GET_LOCATED = 3
+METHODS = frozenset({GET, BATCH_GET, BATCH_GET_LOCATED})
 
 _HELLO = b"FABRIC-FORWARD/1"
 _REQUEST = struct.Struct(">IBI")
 _ANSWER = struct.Struct(">IB")
 _PREVIOUS = struct.Struct(">H")
+_PART = struct.Struct(">HHII")
+# A forwarder reads an answer up to this size in one call; larger ones get a buffer of their own.
+_READ_SIZE = 64 << 10
 # Far above any answer MAX_BATCH lookups make; a length beyond it is not a fabric frame.
 MAX_FRAME = 256 << 20
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -61,6 +74,51 @@ class ForwardError(Exception):
         self.code = code
         self.message = message
         self.previous = previous
+
+
+LocatedKeys = tuple[str, str, int, list[bytes]]
+"""A located batch's lookups of one partition: table, topic, partition and record keys."""
+
+
+def located_batch(parts: Iterable[LocatedKeys]) -> bytes:
+    """The body of a located batch."""
+    pieces: list[bytes] = []
+    for table, topic, partition, keys in parts:
+        table_name, topic_name = table.encode(), topic.encode()
+        pieces += (
+            _PART.pack(len(table_name), len(topic_name), partition, len(keys)),
+            table_name,
+            topic_name,
+            struct.pack(f">{len(keys)}I", *map(len, keys)),
+            *keys,
+        )
+    return b"".join(pieces)
+
+
+def located_parts(body: bytes) -> list[LocatedKeys]:
+    """The partitions of a located batch's body; ValueError when it is not one."""
+    parts = []
+    at, end = 0, len(body)
+    try:
+        while at < end:
+            table_length, topic_length, partition, count = _PART.unpack_from(body, at)
+            at += _PART.size
+            table = body[at : at + table_length].decode()
+            at += table_length
+            topic = body[at : at + topic_length].decode()
+            at += topic_length
+            lengths = struct.unpack_from(f">{count}I", body, at)
+            at += 4 * count
+            keys = []
+            for length in lengths:
+                keys.append(body[at : at + length])
+                at += length
+            if at > end:
+                raise ValueError("not a located batch: a key runs past its end")
+            parts.append((table, topic, partition, keys))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a located batch: {exc}") from None
+    return parts
 
 
 Handler = Callable[[int, bytes, float], bytes]
@@ -185,8 +243,17 @@ def _failure(exc: ForwardError) -> bytes:
 # -- the forwarder's side --------------------------------------------------------------------
 
 
+class _ClosedBeforeAnswerError(ConnectionError):
+    """The owner closed the link before a byte of the answer came."""
+
+
 class _Link:
-    __slots__ = ("address", "reader", "sock")
+    """One connection to an owner. Its socket never blocks: a send or a read is tried at once
+    and waited for (poll) only when the kernel cannot take or give the bytes yet. A socket with
+    a timeout would poll before every call, and each system call lets the instance's other
+    threads take the GIL; a forward on this link usually costs one send and one or two reads."""
+
+    __slots__ = ("_buffer", "_poll", "address", "sock")
 
     def __init__(self, address: str, timeout: float) -> None:
         host, _, port = address.rpartition(":")
@@ -194,10 +261,69 @@ class _Link:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(_HELLO)
-        self.reader: BinaryIO = self.sock.makefile("rb")
+        self.sock.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(self.sock, select.POLLIN)
+        self._buffer = bytearray(_READ_SIZE)
+
+    def send(self, frame: bytes, timeout_at: float) -> None:
+        view = memoryview(frame)
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                self._wait(select.POLLOUT, timeout_at)
+
+    def receive(self, timeout_at: float) -> tuple[int, bytes]:
+        """The answer's status code and body."""
+        view = memoryview(self._buffer)
+        got = 0
+        try:
+            while got < _ANSWER.size:
+                got += self._read_into(view[got:], timeout_at)
+        except ConnectionError:
+            if got:
+                raise
+            raise _ClosedBeforeAnswerError("the owner closed the link") from None
+        length, code = _ANSWER.unpack_from(view)
+        if length > MAX_FRAME:
+            raise ValueError(f"an answer of {length} bytes is not a fabric frame")
+        end = _ANSWER.size + length
+        if got > end:  # one request at a time: nothing may follow its answer
+            raise ValueError("the owner sent more than one answer")
+        if end <= len(view):
+            while got < end:
+                got += self._read_into(view[got:end], timeout_at)
+            return code, bytes(view[_ANSWER.size : end])
+        body = bytearray(length)
+        have = got - _ANSWER.size
+        body[:have] = view[_ANSWER.size : got]
+        rest = memoryview(body)
+        while have < length:
+            have += self._read_into(rest[have:], timeout_at)
+        return code, bytes(body)
+
+    def _read_into(self, view: memoryview, timeout_at: float) -> int:
+        while True:
+            try:
+                count = self.sock.recv_into(view)
+            except BlockingIOError:
+                self._wait(select.POLLIN, timeout_at)
+                continue
+            if count == 0:
+                raise ConnectionError("the link closed inside an answer")
+            return count
+
+    def _wait(self, events: int, timeout_at: float) -> None:
+        remaining = timeout_at - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self._poll.modify(self.sock, events)
+        if not self._poll.poll(remaining * 1000):
+            raise TimeoutError
 
     def close(self) -> None:
-        self.reader.close()
         self.sock.close()
 
 
@@ -220,20 +346,16 @@ class PendingForward:
         link = self._link
         try:
             try:
-                head = _read_answer_head(link, self._timeout_at)
-            except ConnectionError:
+                code, body = link.receive(self._timeout_at)
+            except _ClosedBeforeAnswerError:
                 if not self._reused:
                     raise
                 # The owner closed this idle link (it restarted, or is stopping) before the
                 # request reached it: once more on a new link. Lookups are reads, safe to repeat.
                 link.close()
                 link = self._link = self._links.connect(link.address, self._timeout_at)
-                link.sock.sendall(self._frame)
-                head = _read_answer_head(link, self._timeout_at)
-            length, code = head
-            body = link.reader.read(length)
-            if len(body) < length:
-                raise ConnectionError("the link closed inside an answer")
+                link.send(self._frame, self._timeout_at)
+                code, body = link.receive(self._timeout_at)
         except TimeoutError:
             link.close()
             raise ForwardError(
@@ -251,17 +373,6 @@ class PendingForward:
         previous = body[start : start + size].decode()
         message = body[start + size :].decode(errors="replace")
         raise ForwardError(_CODES.get(code, grpc.StatusCode.UNKNOWN), message, previous)
-
-
-def _read_answer_head(link: _Link, timeout_at: float) -> tuple[int, int]:
-    link.sock.settimeout(max(0.001, timeout_at - time.monotonic()))
-    head = link.reader.read(_ANSWER.size)
-    if len(head) < _ANSWER.size:
-        raise ConnectionError("the owner closed the link")
-    length, code = _ANSWER.unpack(head)
-    if length > MAX_FRAME:
-        raise ValueError(f"an answer of {length} bytes is not a fabric frame")
-    return length, code
 
 
 def _unreachable(address: str, exc: BaseException) -> ForwardError:
@@ -293,8 +404,7 @@ class ForwardLinks:
         try:
             if link is None:
                 link = self.connect(address, timeout_at)
-            link.sock.settimeout(max(0.001, timeout_at - time.monotonic()))
-            link.sock.sendall(frame)
+            link.send(frame, timeout_at)
         except ForwardError:
             raise
         except OSError as exc:
@@ -306,7 +416,7 @@ class ForwardLinks:
             link = self.connect(address, timeout_at)
             reused = False
             try:
-                link.sock.sendall(frame)
+                link.send(frame, timeout_at)
             except OSError as again:
                 link.close()
                 raise _unreachable(address, again) from None

@@ -123,10 +123,12 @@ class FabricService(pb_grpc.FabricServicer):
                 if answer is not None:
                     return answer
                 return self._get(request, located, deadline, forwarded=True)
+            if method == forwarding.BATCH_GET_LOCATED:
+                return self._answer_located(forwarding.located_parts(body))
             return self._batch_get(
                 pb.BatchGetRequest.FromString(body), deadline, forwarded=True, serialized=body
             )
-        except DecodeError as exc:
+        except (DecodeError, ValueError) as exc:
             raise ForwardError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"a forwarded request does not parse: {exc}"
             ) from None
@@ -266,9 +268,9 @@ class FabricService(pb_grpc.FabricServicer):
             else:
                 remote.setdefault(owner, []).append(part)
         # The owners read their sub-batches while this instance reads its own.
-        arrived = batch_get_lookups(serialized) if remote else None
+        arrived = batch_get_lookups(serialized) if remote and bounded else None
         sent = [
-            (theirs, self._send_batch(owner, request, arrived, theirs, deadline))
+            (theirs, self._send_batch(owner, request, arrived, theirs, deadline, bounded=bounded))
             for owner, theirs in remote.items()
         ]
         for part, served in local:
@@ -282,10 +284,7 @@ class FabricService(pb_grpc.FabricServicer):
             waiting.extend(self._batch_answers(call, theirs, results))
         for index, meta in waiting:
             if forwarded:
-                results[index] = _failed(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"{meta.table}: partition {meta.partition} is not served here; retry",
-                )
+                results[index] = _not_served_here(meta.table, meta.partition)
                 continue
             lookup = request.lookups[index]
             try:
@@ -385,23 +384,49 @@ class FabricService(pb_grpc.FabricServicer):
         arrived: list[bytes] | None,
         parts: list[LocatedPartition],
         deadline: float,
+        *,
+        bounded: bool,
     ) -> PendingForward | ForwardError:
         """Send the lookups of ``parts`` to their owner without waiting for its serialized
-        answer; the lookups go as they arrived (``arrived``: the request's lookups cut from its
-        bytes, None when it was not encoded so)."""
-        indexes = [index for part in parts for index in part.indexes]
-        if arrived is not None:
+        answer: as a located batch, or, when the request has read bounds, as the lookups
+        arrived (``arrived``: the request's lookups cut from its bytes, None when it was not
+        encoded so)."""
+        method = forwarding.BATCH_GET
+        if not bounded:
+            method = forwarding.BATCH_GET_LOCATED
+            forward = forwarding.located_batch(
+                (part.table, part.topic, part.partition, part.keys) for part in parts
+            )
+        elif arrived is not None:
+            indexes = [index for part in parts for index in part.indexes]
             forward = batch_get_request([arrived[index] for index in indexes])
         else:  # not encoded as the fabric reads it fast: written again
+            indexes = [index for part in parts for index in part.indexes]
             forward = pb.BatchGetRequest(
                 lookups=[request.lookups[index] for index in indexes]
             ).SerializeToString()
         try:
             return self._links.send(
-                _peer_address(owner), forwarding.BATCH_GET, forward, forward_timeout(deadline)
+                _peer_address(owner), method, forward, forward_timeout(deadline)
             )
         except ForwardError as exc:
             return exc
+
+    def _answer_located(self, parts: list[forwarding.LocatedKeys]) -> bytes:
+        """A located batch another instance forwarded: one result per key, in its order; the
+        keys of a partition not served here are UNAVAILABLE, for the forwarder to retry."""
+        results: list[bytes | None] = []
+        for table, topic, partition, keys in parts:
+            start = len(results)
+            results.extend([None] * len(keys))
+            part = LocatedPartition(table, topic, partition, list(range(start, len(results))), keys)
+            served = self._materializer.serving(topic, partition)
+            if served is None or not self._answer_partition(part, served, results):
+                unavailable = _not_served_here(table, partition)
+                results[start:] = [unavailable] * len(keys)
+        return batch_get_response(
+            [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
+        )
 
     def _batch_answers(
         self,
@@ -416,7 +441,9 @@ class FabricService(pb_grpc.FabricServicer):
                 raise call
             answer = batch_get_results(call.result())
         except ForwardError as exc:
-            if exc.code is not grpc.StatusCode.UNAVAILABLE:
+            # UNIMPLEMENTED: an owner of an older version, mid-upgrade, reads no located
+            # batch; its lookups then go the single-lookup way.
+            if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 for part in parts:
                     for index in part.indexes:
                         results[index] = _failed(exc.code, exc.message)
@@ -769,6 +796,14 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
 def _failed(code: grpc.StatusCode, message: str) -> bytes:
     serialized: bytes = pb.LookupResult(status=code.name, message=message).SerializeToString()
     return serialized
+
+
+def _not_served_here(table: str, partition: int) -> bytes:
+    """A forwarded lookup's answer while its partition is not served here (moving, or
+    restoring): the forwarder retries it."""
+    return _failed(
+        grpc.StatusCode.UNAVAILABLE, f"{table}: partition {partition} is not served here; retry"
+    )
 
 
 class _status_of:  # noqa: N801 - used as a context manager, like contextlib's

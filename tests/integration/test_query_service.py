@@ -36,9 +36,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fabric import cli, db
 from fabric.config import REPO_ROOT, FabricConfig
+from fabric.core.partitioner import partition_for
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_row, decode_value, encode_key, encode_value
+from fabric.serve.forwarding import BATCH_GET_LOCATED, ForwardLinks, LocatedKeys, located_batch
 from fabric.stack.ports import free_ports
 
 PARTITIONS = 3  # FABRIC_TOPIC_PARTITIONS in the session's environment
@@ -541,6 +543,56 @@ def test_batch_get_answers_in_request_order_with_per_lookup_status(
         assert "public.users.id" in results[4].message
         assert row_difference(decode_row(results[0].row), source["public.users"][user]) is None
         assert row_difference(decode_row(results[2].row), source["public.bids"][bid]) is None
+
+
+def test_a_located_batch_is_answered_for_the_partitions_served_there(
+    capture: Capture, cluster: Cluster
+) -> None:
+    """What an instance forwards over the link: keys already located. The owner answers those of
+    its partitions with their rows and those of a partition it does not serve (moved since the
+    forwarder looked) UNAVAILABLE, which the forwarder retries."""
+    cluster.ensure_ready()
+    owners = cluster.owners()
+    # A table of one integer key with partitions on this instance and elsewhere.
+    candidates = [
+        (t, i)
+        for t in ("public.users", "public.items")
+        for i in cluster.instances
+        if len({owners[(t, p)] == i.instance_id for p in range(PARTITIONS)}) == 2
+    ]
+    assert candidates, f"no instance owns some partitions of a table but not all: {owners}"
+    table, instance = candidates[0]
+    source = capture.rows()[table]
+    topic = f"{capture.prefix}.{table}"
+    keys: dict[int, list[tuple[Key, bytes]]] = {}
+    for key in source:
+        record_key = b'{"id":%d}' % key[0]
+        keys.setdefault(partition_for(record_key, PARTITIONS), []).append((key, record_key))
+    mine = next(p for p in keys if owners[(table, p)] == instance.instance_id)
+    theirs = next(p for p in keys if owners[(table, p)] != instance.instance_id)
+    asked = [*keys[mine][:3], *keys[theirs][:2], ((10**12,), b'{"id":1000000000000}')]
+    parts: list[LocatedKeys] = [
+        (table, topic, mine, [k for _, k in asked[:3]]),
+        (table, topic, theirs, [k for _, k in asked[3:5]]),
+        (table, topic, partition_for(asked[5][1], PARTITIONS), [asked[5][1]]),
+    ]
+    links = ForwardLinks()
+    try:
+        body = links.call(
+            f"127.0.0.1:{instance.peer_port}", BATCH_GET_LOCATED, located_batch(parts), CALL_S
+        )
+    finally:
+        links.close()
+    results = pb.BatchGetResponse.FromString(body).results
+    missing_here = owners[(table, parts[2][2])] == instance.instance_id
+    assert [r.status for r in results] == ["OK"] * 3 + ["UNAVAILABLE"] * 2 + [
+        "OK" if missing_here else "UNAVAILABLE"
+    ]
+    for (key, _), result in zip(asked[:3], results, strict=False):
+        assert result.found and row_difference(decode_row(result.row), source[key]) is None
+        assert result.freshness.served_by == instance.instance_id
+    assert f"{table}: partition {theirs} is not served here; retry" in results[3].message
+    assert not results[5].found
 
 
 # -- 3. Scan -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ deadlines kept, links reused, and every broken link a clear UNAVAILABLE."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -13,7 +14,16 @@ import pytest
 
 from fabric.errors import PortInUseError
 from fabric.materialize.membership import HostInfo, member_client_id, parse_client_id
-from fabric.serve.forwarding import BATCH_GET, GET, ForwardError, ForwardLinks, ForwardServer
+from fabric.serve.forwarding import (
+    BATCH_GET,
+    GET,
+    ForwardError,
+    ForwardLinks,
+    ForwardServer,
+    LocatedKeys,
+    located_batch,
+    located_parts,
+)
 
 
 class _Owner:
@@ -65,6 +75,51 @@ def test_an_answer_comes_back_as_the_owner_wrote_it(
     method, body, deadline = owner.calls[0]
     assert (method, body) == (GET, b"k1")
     assert started + 1.5 < deadline <= time.monotonic() + 2.0
+
+
+def test_answers_larger_than_the_read_buffer_and_answers_in_pieces_arrive_whole(
+    links: ForwardLinks,
+) -> None:
+    big = bytes(range(256)) * 1200  # beyond the 64 KiB a link reads at once
+    with socket.socket() as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.listen(1)
+
+        def answer_slowly() -> None:
+            conn, _ = fake.accept()
+            with conn:
+                for body in (big, b"second"):
+                    conn.recv(100)  # the request (after the hello, the first time)
+                    frame = len(body).to_bytes(4, "big") + b"\x00" + body
+                    cuts = sorted({0, 2, 7, len(frame) // 2, len(frame)})
+                    for start, end in itertools.pairwise(cuts):
+                        conn.sendall(frame[start:end])
+                        time.sleep(0.01)
+
+        threading.Thread(target=answer_slowly, daemon=True).start()
+        address = f"127.0.0.1:{fake.getsockname()[1]}"
+        assert links.call(address, GET, b"k", 2.0) == big
+        assert links.call(address, GET, b"k", 2.0) == b"second"
+
+
+LOCATED: list[LocatedKeys] = [
+    ("public.users", "demo.public.users", 0, [b'{"id":1}', b'{"id":22}']),
+    ("public.bids", "demo.public.bids", 5, [b'{"auction_id":1,"bid_no":2}']),
+    ("public.ünïcode", "demo.public.ünïcode", 65535, [b""]),
+    ("public.users", "demo.public.users", 1, []),
+]
+
+
+def test_a_located_batch_reads_back_as_it_was_written() -> None:
+    assert located_parts(located_batch(LOCATED)) == LOCATED
+    assert located_parts(b"") == []
+
+
+@pytest.mark.parametrize("cut", [1, 11, 14, 40, -1])
+def test_a_cut_located_batch_is_refused(cut: int) -> None:
+    body = located_batch(LOCATED[:1])
+    with pytest.raises(ValueError, match="located batch"):
+        located_parts(body[:cut])
 
 
 def test_a_link_is_reused_and_sends_overlap_local_work(
