@@ -9,7 +9,8 @@ separate ``fabric serve`` processes of their own group, with their stores under
 ``<state>/instances/lookup-bench-<n>``, so a re-run restores nothing.
 
 Measured on the same random keys, each as p50/p99 of sequential calls after a warm-up and
-throughput, medians over ``--runs``:
+throughput, medians over ``--runs``; a target is checked on the median of the runs' ratios, each
+run's figure against its baseline of the same run:
 
 (a) baseline: a bare gRPC ``Fabric`` service in a process of its own, on a thread pool of the
     fabric's size, whose ``Get`` returns a ready-made answer of a real row's shape and size;
@@ -29,7 +30,8 @@ throughput, medians over ``--runs``:
 (a)-(c) time a stub call with the request built beforehand and the answer parsed into its
 protobuf message; psycopg's figures and the client's include turning values into Python ones.
 (a), (b) and (c) take turns, 50 calls each at a time, and so do (e)'s four sides, 5 batches at a
-time: load from elsewhere on the machine then falls on a figure and its baseline alike.
+time, going over the batches four times: load from elsewhere on the machine then falls on a
+figure and its baseline alike.
 Before timing, answers are checked: owners serve their keys, non-owners forward them, and rows
 decode to what psycopg returns. Instance logs and the instances' ports are kept in
 ``/var/tmp/cdc-fabric-bench-lookup``; ``--keep`` leaves the instances running, and a later run
@@ -798,24 +800,40 @@ def _standbys_ready(
     return True
 
 
-def _notes(medians: dict[str, Figure], forwarded: dict[str, list[int]]) -> dict[str, str]:
-    notes: dict[str, str] = {}
-    if A in medians and B in medians:
-        ratio = medians[B].p50_us / medians[A].p50_us
-        extra = medians[B].p50_us - medians[A].p50_us
-        notes[B] = (
-            f"p50 {ratio:.2f}x (a), +{extra:,.0f} µs; target <= 1.25x: {_verdict(ratio <= 1.25)}"
+def _per_run(
+    figures: dict[str, list[Figure]], label: str, base: str, value: Callable[[Figure], float]
+) -> tuple[float, str]:
+    """The median over runs of ``label``'s figure against ``base``'s measured in the same run,
+    and each run's ratio: a run's load falls on both alike, which medians taken apart would mix
+    up (one run's slow baseline against another run's cold figure)."""
+    ratios = [
+        value(figure) / value(baseline)
+        for figure, baseline in zip(figures[label], figures[base], strict=True)
+    ]
+    return statistics.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)
+
+
+def _notes(out: Results) -> dict[str, str]:
+    figures, notes = out.figures, {}
+    if A in figures and B in figures:
+        ratio, runs = _per_run(figures, B, A, lambda f: f.p50_us)
+        extra = statistics.median(
+            b.p50_us - a.p50_us for b, a in zip(figures[B], figures[A], strict=True)
         )
-        if C in medians:
-            notes[C] = f"p50 {medians[C].p50_us / medians[A].p50_us:.2f}x (a)"
-    if E_FABRIC in medians and E_PG in medians:
-        ratio = medians[E_FABRIC].rate / medians[E_PG].rate
-        notes[E_FABRIC] = f"target keys/s >= psycopg: {ratio:.2f}x, {_verdict(ratio >= 1)}"
-    for label in (E_OWNERS, E_CLIENT):
-        if label in medians and E_PG in medians:
-            ratio = medians[label].rate / medians[E_PG].rate
-            notes[label] = f"target keys/s >= psycopg: {ratio:.2f}x, {_verdict(ratio >= 1)}"
-    for label, counts in forwarded.items():
+        notes[B] = (
+            f"p50 {ratio:.2f}x (a) (runs {runs}), +{extra:,.0f} µs; target <= 1.25x:"
+            f" {_verdict(ratio <= 1.25)}"
+        )
+        if C in figures:
+            ratio, runs = _per_run(figures, C, A, lambda f: f.p50_us)
+            notes[C] = f"p50 {ratio:.2f}x (a) (runs {runs})"
+    for label in (E_FABRIC, E_OWNERS, E_CLIENT):
+        if label in figures and E_PG in figures:
+            ratio, runs = _per_run(figures, label, E_PG, lambda f: f.rate)
+            notes[label] = (
+                f"target keys/s >= psycopg: {ratio:.2f}x (runs {runs}), {_verdict(ratio >= 1)}"
+            )
+    for label, counts in out.forwarded.items():
         if "smart" in label:
             notes[label] = f"forwarded {max(counts)}; target 0: {_verdict(max(counts) == 0)}"
         else:
@@ -827,7 +845,7 @@ def print_summary(
     out: Results, args: argparse.Namespace, cfg: FabricConfig, partitions: int
 ) -> None:
     medians = {label: _median(figures) for label, figures in out.figures.items()}
-    notes = _notes(medians, out.forwarded)
+    notes = _notes(out)
     print()
     print(
         f"lookups on {TABLE}: {args.rows:,} rows, {args.calls:,} random keys (the same for every "
