@@ -992,6 +992,27 @@ def test_bad_requests_get_exact_statuses_and_nothing_breaks(
             "a BatchGet holds at most 1000 lookups, got 1001; split it into several calls"
         )
 
+        # Bytes that are not a BatchGetRequest are refused whole, lookups that would locate
+        # well included.
+        located = pb.BatchGetRequest(
+            lookups=[lookup("public.users", (i,)) for i in range(1, 40)]
+        ).SerializeToString()
+        with grpc.insecure_channel(f"127.0.0.1:{instance.port}") as channel:
+            raw = channel.unary_unary(
+                f"/{SERVICE}/BatchGet", request_serializer=None, response_deserializer=None
+            )
+            for body in (
+                b"\xff\xff\xff",  # a truncated varint
+                b"\x0a\x04\x0a\x02\xc3\x28",  # a lookup's table: invalid UTF-8
+                located + b"\x0a\x04\x0a\x02\xc3\x28",
+                located + b"\x0f",  # a field of wire type 7, which does not exist
+            ):
+                error = rpc_error(raw, body)
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, body
+                assert (error.details() or "").startswith(
+                    "the request is not a serialized fabric.rpc.v1.BatchGetRequest ("
+                ), error.details()
+
         error = rpc_error(stub.Get, pb.GetRequest(table="", key=key(("id", 1))))
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "no table named" in (error.details() or "")
