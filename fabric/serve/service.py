@@ -124,24 +124,14 @@ class FabricService(pb_grpc.FabricServicer):
                     return answer
                 return self._get(request, located, deadline, forwarded=True)
             if method == forwarding.BATCH_GET_LOCATED:
-                return self._answer_located(forwarding.located_parts(body))
+                return self._answer_located(_located_parts(body))
             return self._batch_get(
                 pb.BatchGetRequest.FromString(body), deadline, forwarded=True, serialized=body
             )
-        except (DecodeError, ValueError) as exc:
-            raise ForwardError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"a forwarded request does not parse: {exc}"
-            ) from None
-        except NotServedHereError as exc:
-            raise ForwardError(
-                grpc.StatusCode.UNAVAILABLE,
-                "this instance does not serve that partition",
-                exc.previous.client_id if exc.previous is not None else "",
-            ) from None
-        except UnavailableError as exc:
-            raise ForwardError(grpc.StatusCode.UNAVAILABLE, exc.message) from None
-        except FabricError as exc:
-            raise ForwardError(_code_of(exc), str(exc)) from None
+        except DecodeError as exc:
+            raise _unparsed(exc) from None
+        except _FABRIC_ERRORS as exc:
+            raise _status(exc) from None
 
     # -- Get ---------------------------------------------------------------------------------
 
@@ -775,6 +765,25 @@ def _qualified(table: str) -> str:
     return decode_table(table)
 
 
+# The fabric's own errors, each answered with its status; any other is a bug, which gRPC
+# answers UNKNOWN.
+_FABRIC_ERRORS = (NotServedHereError, UnavailableError, FabricError)
+
+
+def _status(exc: NotServedHereError | UnavailableError | FabricError) -> ForwardError:
+    """The gRPC status the fabric's error answers a call with, and the previous owner when it
+    names one: the same whether the call came over gRPC or a forwarding link, where it travels
+    as this very :class:`ForwardError`."""
+    if isinstance(exc, NotServedHereError):
+        previous = exc.previous.client_id if exc.previous is not None else ""
+        return ForwardError(
+            grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition", previous
+        )
+    if isinstance(exc, UnavailableError):
+        return ForwardError(grpc.StatusCode.UNAVAILABLE, exc.message)
+    return ForwardError(_code_of(exc), str(exc))
+
+
 def _code_of(exc: FabricError) -> grpc.StatusCode:
     if isinstance(exc, UnknownTableError):
         return grpc.StatusCode.NOT_FOUND
@@ -796,6 +805,19 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
 def _failed(code: grpc.StatusCode, message: str) -> bytes:
     serialized: bytes = pb.LookupResult(status=code.name, message=message).SerializeToString()
     return serialized
+
+
+def _unparsed(exc: Exception) -> ForwardError:
+    return ForwardError(
+        grpc.StatusCode.INVALID_ARGUMENT, f"a forwarded request does not parse: {exc}"
+    )
+
+
+def _located_parts(body: bytes) -> list[forwarding.LocatedKeys]:
+    try:
+        return forwarding.located_parts(body)
+    except ValueError as exc:
+        raise _unparsed(exc) from None
 
 
 def _not_served_here(table: str, partition: int) -> bytes:
@@ -820,20 +842,17 @@ class _status_of:  # noqa: N801 - used as a context manager, like contextlib's
     ) -> None:
         if exc is None:
             return
-        context = self._context
-        if isinstance(exc, NotServedHereError):
-            trailer = [(NOT_OWNER, "1")]
-            if exc.previous is not None:
-                trailer.append((PREVIOUS_OWNER, exc.previous.client_id))
-            context.set_trailing_metadata(tuple(trailer))
-            context.abort(
-                grpc.StatusCode.UNAVAILABLE, "this instance does not serve that partition"
-            )
-        if isinstance(exc, UnavailableError):
-            context.set_trailing_metadata(((RETRY_AFTER_MS, "200"),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
         if isinstance(exc, ForwardError):
             # A peer's answer to a forwarded request: passed on as the peer gave it.
-            context.abort(exc.code, exc.message)
-        if isinstance(exc, FabricError):
-            context.abort(_code_of(exc), str(exc))
+            self._context.abort(exc.code, exc.message)
+        if not isinstance(exc, _FABRIC_ERRORS):
+            return
+        status = _status(exc)
+        if isinstance(exc, NotServedHereError):
+            trailer = [(NOT_OWNER, "1")]
+            if status.previous:
+                trailer.append((PREVIOUS_OWNER, status.previous))
+            self._context.set_trailing_metadata(tuple(trailer))
+        elif isinstance(exc, UnavailableError):
+            self._context.set_trailing_metadata(((RETRY_AFTER_MS, "200"),))
+        self._context.abort(status.code, status.message)

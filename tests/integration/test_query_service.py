@@ -40,7 +40,13 @@ from fabric.core.partitioner import partition_for
 from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_row, decode_value, encode_key, encode_value
-from fabric.serve.forwarding import BATCH_GET_LOCATED, ForwardLinks, LocatedKeys, located_batch
+from fabric.serve.forwarding import (
+    BATCH_GET_LOCATED,
+    ForwardError,
+    ForwardLinks,
+    LocatedKeys,
+    located_batch,
+)
 from fabric.stack.ports import free_ports
 
 PARTITIONS = 3  # FABRIC_TOPIC_PARTITIONS in the session's environment
@@ -577,12 +583,15 @@ def test_a_located_batch_is_answered_for_the_partitions_served_there(
         (table, topic, partition_for(asked[5][1], PARTITIONS), [asked[5][1]]),
     ]
     links = ForwardLinks()
+    peer = f"127.0.0.1:{instance.peer_port}"
     try:
-        body = links.call(
-            f"127.0.0.1:{instance.peer_port}", BATCH_GET_LOCATED, located_batch(parts), CALL_S
-        )
+        body = links.call(peer, BATCH_GET_LOCATED, located_batch(parts), CALL_S)
+        with pytest.raises(ForwardError) as cut:
+            links.call(peer, BATCH_GET_LOCATED, located_batch(parts)[:-3], CALL_S)
     finally:
         links.close()
+    assert cut.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "a forwarded request does not parse: not a located batch" in cut.value.message
     results = pb.BatchGetResponse.FromString(body).results
     missing_here = owners[(table, parts[2][2])] == instance.instance_id
     assert [r.status for r in results] == ["OK"] * 3 + ["UNAVAILABLE"] * 2 + [
@@ -998,7 +1007,7 @@ def test_bad_requests_get_exact_statuses_and_nothing_breaks(
             lookups=[lookup("public.users", (i,)) for i in range(1, 40)]
         ).SerializeToString()
         with grpc.insecure_channel(f"127.0.0.1:{instance.port}") as channel:
-            raw = channel.unary_unary(
+            raw: Any = channel.unary_unary(
                 f"/{SERVICE}/BatchGet", request_serializer=None, response_deserializer=None
             )
             for body in (
