@@ -662,6 +662,11 @@ class Materializer:
             self._open_standby(topic, partition)
         if not missing:
             self._standbys_synced = wanted
+            if not self.held_standbys() and self._standby_consumer is not None:
+                # Made for standbys or kept partitions, none of which is left: made again when
+                # one is wanted.
+                self._close_standby_consumers()
+                log.info("standby consumers closed: no standby replica or kept partition left")
 
     def _standby_consumers(self) -> tuple[Consumer, Consumer]:
         """The consumer applying the standbys, and one answering offsets; made on first use."""
@@ -741,12 +746,15 @@ class Materializer:
         log.error("standby consumer failed, reopening standbys error=%s", failure)
         for key in self.held_standbys():
             self._drop_standby(key)
+        self._close_standby_consumers()
+        self._standbys_synced = None
+
+    def _close_standby_consumers(self) -> None:
         for consumer in (self._standby_consumer, self._standby_offsets):
             if consumer is not None:
                 with contextlib.suppress(KafkaException, RuntimeError):
                     consumer.close()
         self._standby_consumer = self._standby_offsets = None
-        self._standbys_synced = None
 
     def _unassign_standby(self, key: TopicPartitionKey) -> None:
         if self._standby_consumer is not None:

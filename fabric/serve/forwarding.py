@@ -11,6 +11,7 @@ Frames, all integers big-endian::
 
     connection opens:  b"FABRIC-FORWARD/1"
     request:           u32 body length, u8 method, u32 timeout (ms), body
+        method 1: a ``GetRequest``; 2: a ``BatchGetRequest``; 3: a located batch
     answer:            u32 body length, u8 status code, body
         status 0 (OK): the serialized answer
         otherwise:     u16 length, the previous owner's ``client.id`` (or nothing), message

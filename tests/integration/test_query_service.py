@@ -1259,6 +1259,16 @@ def test_an_instance_joining_under_load_fails_no_lookup(
     def let_go() -> int:
         return sum(i.log_text().count("letting go of a revoked partition") for i in (a, b, c))
 
+    def consumers_left_open() -> str | None:
+        """An instance that let its kept copies go closes the consumer that applied them."""
+        still = [
+            i.instance_id
+            for i in (a, b, c)
+            if "letting go of a revoked partition" in (text := i.log_text())
+            and "standby consumers closed" not in text
+        ]
+        return f"still open on {', '.join(still)}" if still else None
+
     try:
         wait_until("load running", lambda: None if all(t.ok for t in threads) else "no answer")
         d.start()
@@ -1266,6 +1276,7 @@ def test_an_instance_joining_under_load_fails_no_lookup(
         wait_until("four settled instances", lambda: cluster.problem([a, b, c, d]))
         settled = time.monotonic() - joined
         wait_until("the copies kept for d let go", lambda: None if let_go() else "kept")
+        wait_until("the consumers that applied them closed", consumers_left_open)
     finally:
         stop_load(stop, threads)
         stop_instances([d])
