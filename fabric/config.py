@@ -124,6 +124,11 @@ class MaterializerSettings:
     # Standby replicas per partition (fabric.core.placement): copies other instances keep current
     # and serve lookups from, so a key needs no forward and a failover no restore.
     standby_replicas: int = 0
+    # Memory for reads (fabric.state.options.StoreOptions): RocksDB's block and row caches, shared
+    # by all the process's stores, and the record cache of each store (0: none).
+    block_cache_mb: int = 128
+    row_cache_mb: int = 256
+    record_cache_mb: int = 32
 
     @property
     def table_topic_regex(self) -> str:
@@ -243,6 +248,9 @@ def _materializer(env: Mapping[str, str], stack: StackConfig) -> MaterializerSet
             "FABRIC_CONNECT_OFFSETS_TOPIC", MaterializerSettings.source_offsets_topic
         ),
         standby_replicas=_count(env, "FABRIC_STANDBY_REPLICAS", 0),
+        block_cache_mb=_positive(env, "FABRIC_BLOCK_CACHE_MB", MaterializerSettings.block_cache_mb),
+        row_cache_mb=_count(env, "FABRIC_ROW_CACHE_MB", MaterializerSettings.row_cache_mb),
+        record_cache_mb=_count(env, "FABRIC_RECORD_CACHE_MB", MaterializerSettings.record_cache_mb),
     )
 
 
@@ -337,6 +345,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be 1 or more, got {value}")
+    return value
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

@@ -58,7 +58,7 @@ from fabric.materialize.partition import (
     partition_status,
 )
 from fabric.materialize.status import InstanceStatus, write_status
-from fabric.state.options import StoreOptions
+from fabric.state.options import MiB, StoreOptions
 from fabric.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,15 @@ _LOCK_WAIT_S = 60.0
 # consume() returns when it has a full batch or when this wait is over: under a light load every
 # change waits this long before it is applied, so it is short (a busy topic fills batches).
 _CONSUME_WAIT_S = 0.01
+
+
+def store_options_of(settings: MaterializerSettings) -> StoreOptions:
+    """The stores' tuning with the cache sizes an instance is configured with."""
+    return StoreOptions(
+        block_cache_bytes=settings.block_cache_mb * MiB,
+        row_cache_bytes=settings.row_cache_mb * MiB,
+        record_cache_bytes=settings.record_cache_mb * MiB,
+    )
 
 
 class Materializer:
@@ -87,7 +96,7 @@ class Materializer:
         self.settings = settings
         self._bootstrap = bootstrap
         self._codecs = codecs
-        self._store_options = store_options or StoreOptions()
+        self._store_options = store_options or store_options_of(settings)
         self._assigned: dict[TopicPartitionKey, AssignedPartition] = {}
         # Standby replicas: applied by _standby_consumer, which is assigned by hand.
         self._standbys: dict[TopicPartitionKey, AssignedPartition] = {}

@@ -35,6 +35,9 @@ def test_ports_move_together_with_endpoints(tmp_path: Path) -> None:
         ({"FABRIC_STANDBY_REPLICAS": "-1"}, "FABRIC_STANDBY_REPLICAS must be 0 or more, got -1"),
         ({"FABRIC_PEER_PORT": "0"}, "FABRIC_PEER_PORT must be a TCP port (1-65535), got 0"),
         ({"FABRIC_PEER_PORT": "x"}, "FABRIC_PEER_PORT must be a whole number, got 'x'"),
+        ({"FABRIC_BLOCK_CACHE_MB": "0"}, "FABRIC_BLOCK_CACHE_MB must be 1 or more, got 0"),
+        ({"FABRIC_ROW_CACHE_MB": "-1"}, "FABRIC_ROW_CACHE_MB must be 0 or more, got -1"),
+        ({"FABRIC_RECORD_CACHE_MB": "lots"}, "FABRIC_RECORD_CACHE_MB must be a whole number"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -84,6 +87,7 @@ def test_materializer_settings_and_topic_selection(tmp_path: Path) -> None:
     assert m.standby_replicas == 0
     replicated = config.load({"FABRIC_STATE_DIR": str(tmp_path), "FABRIC_STANDBY_REPLICAS": "2"})
     assert replicated.materializer.standby_replicas == 2
+    assert (m.block_cache_mb, m.row_cache_mb, m.record_cache_mb) == (128, 256, 32)
     pattern = re.compile(m.table_topic_regex)
     assert pattern.match("auction.public.users")
     assert pattern.match("auction.sales.order_lines")
@@ -96,3 +100,18 @@ def test_reloaded_sees_secrets_written_after_the_first_load(tmp_path: Path) -> N
     assert "FABRIC_PG_CDC_PASSWORD" not in cfg.spec_values
     (tmp_path / "secrets.env").write_text("FABRIC_PG_CDC_PASSWORD=written-by-stack-up\n")
     assert cfg.reloaded().spec_values["FABRIC_PG_CDC_PASSWORD"] == "written-by-stack-up"
+
+
+def test_the_cache_sizes_reach_the_stores(tmp_path: Path) -> None:
+    from fabric.materialize.instance import store_options_of
+    from fabric.state.options import MiB, StoreOptions
+
+    env = {"FABRIC_BLOCK_CACHE_MB": "64", "FABRIC_ROW_CACHE_MB": "0", "FABRIC_RECORD_CACHE_MB": "8"}
+    options = store_options_of(config.load({"FABRIC_STATE_DIR": str(tmp_path), **env}).materializer)
+    assert (options.block_cache_bytes, options.row_cache_bytes, options.record_cache_bytes) == (
+        64 * MiB,
+        0,
+        8 * MiB,
+    )
+    defaults = store_options_of(config.load({"FABRIC_STATE_DIR": str(tmp_path)}).materializer)
+    assert defaults == StoreOptions()
