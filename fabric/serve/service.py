@@ -221,9 +221,7 @@ class FabricService(pb_grpc.FabricServicer):
         self._batch(
             request, serialized, parts, results, deadline, forwarded=forwarded, bounded=bounded
         )
-        return batch_get_response(
-            [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
-        )
+        return _batch_response(results)
 
     def _batch(
         self,
@@ -236,7 +234,8 @@ class FabricService(pb_grpc.FabricServicer):
         forwarded: bool,
         bounded: bool = False,
     ) -> None:
-        """One pass: local partitions read here, the others sent as one BatchGet per owner.
+        """One pass: local partitions read here, the others sent to their owners, one request
+        per owner.
         What is left (a partition moving or restoring) goes the single-lookup way, with its
         retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
         the forwarder to retry."""
@@ -381,20 +380,20 @@ class FabricService(pb_grpc.FabricServicer):
         answer: as a located batch, or, when the request has read bounds, as the lookups
         arrived (``arrived``: the request's lookups cut from its bytes, None when it was not
         encoded so)."""
-        method = forwarding.BATCH_GET
         if not bounded:
             method = forwarding.BATCH_GET_LOCATED
             forward = forwarding.located_batch(
                 (part.table, part.topic, part.partition, part.keys) for part in parts
             )
-        elif arrived is not None:
+        else:
+            method = forwarding.BATCH_GET
             indexes = [index for part in parts for index in part.indexes]
-            forward = batch_get_request([arrived[index] for index in indexes])
-        else:  # not encoded as the fabric reads it fast: written again
-            indexes = [index for part in parts for index in part.indexes]
-            forward = pb.BatchGetRequest(
-                lookups=[request.lookups[index] for index in indexes]
-            ).SerializeToString()
+            if arrived is not None:
+                forward = batch_get_request([arrived[index] for index in indexes])
+            else:  # not encoded as the fabric reads it fast: written again
+                forward = pb.BatchGetRequest(
+                    lookups=[request.lookups[index] for index in indexes]
+                ).SerializeToString()
         try:
             return self._links.send(
                 _peer_address(owner), method, forward, forward_timeout(deadline)
@@ -414,9 +413,7 @@ class FabricService(pb_grpc.FabricServicer):
             if served is None or not self._answer_partition(part, served, results):
                 unavailable = _not_served_here(table, partition)
                 results[start:] = [unavailable] * len(keys)
-        return batch_get_response(
-            [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
-        )
+        return _batch_response(results)
 
     def _batch_answers(
         self,
@@ -805,6 +802,13 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
 def _failed(code: grpc.StatusCode, message: str) -> bytes:
     serialized: bytes = pb.LookupResult(status=code.name, message=message).SerializeToString()
     return serialized
+
+
+def _batch_response(results: list[bytes | None]) -> bytes:
+    """A ``BatchGetResponse`` of ``results``; a lookup left unanswered (a bug) is INTERNAL."""
+    return batch_get_response(
+        [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
+    )
 
 
 def _unparsed(exc: Exception) -> ForwardError:
