@@ -99,6 +99,11 @@ class AnswerWriter:
         self._served_by = served_by
         self._served_by_bytes = served_by.encode()
 
+    @property
+    def served_by_bytes(self) -> bytes:
+        """``Freshness.served_by`` of every answer, as the native writers take it."""
+        return self._served_by_bytes
+
     def get_response(
         self,
         writer: RowWriter,
@@ -202,6 +207,15 @@ def is_unavailable(result: bytes) -> bool:
     """Whether a serialized ``LookupResult`` has the status UNAVAILABLE: its field 1 comes
     first, as protobuf's encoders and this module write fields, in number order."""
     return result.startswith(_UNAVAILABLE_RESULT)
+
+
+def unavailable_indexes(response: bytes, results: list[bytes]) -> list[int]:
+    """The positions of the UNAVAILABLE ones among ``results``, the ``LookupResult`` s of the
+    serialized ``BatchGetResponse`` ``response``. One search of the whole response rules them
+    all out in the common case, rather than a test of each result."""
+    if _UNAVAILABLE_RESULT not in response:
+        return []
+    return [i for i, result in enumerate(results) if is_unavailable(result)]
 
 
 # -- rows ----------------------------------------------------------------------------------------

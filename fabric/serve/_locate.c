@@ -18,9 +18,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "../rpc/protowire.h"
 
@@ -291,6 +293,289 @@ done:
     return result;
 }
 
+/* -- GetPath: a Get of one integer key answered on its owner, from the request's bytes ---------
+ *
+ * What fabric.serve.owned.OwnedGets.answer does for a parsed GetRequest, in one native call:
+ * the table's route from a dict the Python side publishes (table name as sent -> (route,
+ * RowPlan, check_at): a route is used until the monotonic clock reaches check_at, then the
+ * general path checks it against the catalog and publishes it again); the record key and
+ * partition as locate() computes them; serving(topic, partition) -> (store, position) or None;
+ * store.get_stored(key); and the whole GetResponse from the RowPlan. Whatever else the request
+ * holds (a bound, another key shape, a table with no published route, a partition not served
+ * here, a store that fails, a row the plan declines) is left to the general path, which answers
+ * it or says what is wrong.
+ *
+ * As a gRPC handler (handling()), the path also stands in for the handler's Python wrapper:
+ * once the server's refusal is on, or whenever it declines, it calls the general handler with
+ * the request's bytes. A lookup the fast path answers runs no Python code at all but the
+ * store's get_stored and the materializer's serving.
+ */
+
+static PyObject *str_on, *str_get_stored, *str_answer, *str_position, *str_end_offset;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *routes;    /* dict: table name bytes -> (route spec, RowPlan, check_at) */
+    PyObject *serving;   /* (topic, partition) -> (store, position) | None */
+    PyObject *served_by; /* bytes: Freshness.served_by */
+    PyObject *refusal;   /* as a handler: an object whose .on refuses new calls; else NULL */
+    PyObject *general;   /* as a handler: general(request, context); else NULL */
+} GetPath;
+
+static double monotonic_s(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* time.monotonic()'s clock on Linux */
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* obj.name as a C integer: 0, or -1 with an error set. */
+static int long_attr(PyObject *obj, PyObject *name, long long *out) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The GetResponse of a serialized GetRequest this path answers: a new reference; NULL with no
+ * error set when the general path must answer; NULL with an error on a bad published route. */
+static PyObject *get_answer(GetPath *self, PyObject *request) {
+    if (!PyBytes_Check(request)) {
+        return NULL;
+    }
+    WireSpan body = {(const unsigned char *)PyBytes_AS_STRING(request), NULL};
+    body.end = body.p + PyBytes_GET_SIZE(request);
+    WireSpan table = {NULL, NULL}, key_span = {NULL, NULL};
+    while (body.p < body.end) {
+        WireField f;
+        if (wire_next_field(&body, &f) < 0) {
+            return NULL;
+        }
+        if (f.number == 1 && f.type == 2) {
+            table = f.bytes;
+        } else if (f.number == 2 && f.type == 2) {
+            key_span = f.bytes;
+        } else {
+            return NULL; /* a bound, or a field this path does not read */
+        }
+    }
+    if (table.p == NULL || key_span.p == NULL) {
+        return NULL;
+    }
+    PyObject *name = PyBytes_FromStringAndSize((const char *)table.p, table.end - table.p);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(self->routes, name); /* borrowed */
+    Py_DECREF(name);
+    if (entry == NULL) {
+        return NULL;
+    }
+    PyObject *spec, *plan;
+    double check_at;
+    if (!PyArg_ParseTuple(entry, "OOd", &spec, &plan, &check_at)) {
+        return NULL;
+    }
+    Route route;
+    if (monotonic_s() >= check_at || route_from(spec, &route) < 0 || route.spec == NULL) {
+        return NULL;
+    }
+    long long value = 0;
+    if (!integer_key(key_span, &route, &value)) {
+        return NULL;
+    }
+    char key[MAX_KEY];
+    memcpy(key, route.head, (size_t)route.head_len);
+    int digits = snprintf(key + route.head_len, 24, "%lld", value);
+    Py_ssize_t key_len = route.head_len + digits;
+    key[key_len++] = '}';
+    long partition =
+        (long)((murmur2((const unsigned char *)key, key_len) & 0x7fffffff) %
+               (uint32_t)route.partitions);
+    PyObject *where = PyTuple_GET_ITEM(spec, 5); /* (table, topic) */
+    if (!PyTuple_Check(where) || PyTuple_GET_SIZE(where) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a published route names its (table, topic)");
+        return NULL;
+    }
+    PyObject *answer = NULL, *record_key = NULL, *stored = NULL;
+    PyObject *number = PyLong_FromLong(partition);
+    PyObject *served = number == NULL ? NULL
+                                      : PyObject_CallFunctionObjArgs(
+                                            self->serving, PyTuple_GET_ITEM(where, 1), number, NULL);
+    if (served == NULL || served == Py_None) {
+        goto done;
+    }
+    if (!PyTuple_Check(served) || PyTuple_GET_SIZE(served) != 2) {
+        PyErr_SetString(PyExc_TypeError, "serving() answers (store, position) or None");
+        goto done;
+    }
+    record_key = PyBytes_FromStringAndSize(key, key_len);
+    if (record_key == NULL) {
+        goto done;
+    }
+    stored = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(served, 0), str_get_stored, record_key);
+    if (stored == NULL) {
+        PyErr_Clear(); /* closed as the partition moves away: the general path retries */
+        goto done;
+    }
+    long long position, end_offset;
+    PyObject *at_position = PyTuple_GET_ITEM(served, 1);
+    if (long_attr(at_position, str_position, &position) < 0 ||
+        long_attr(at_position, str_end_offset, &end_offset) < 0) {
+        goto done;
+    }
+    long long lag = end_offset > position ? end_offset - position : 0;
+    PyObject *applied = PyLong_FromLongLong(position - 1);
+    PyObject *behind = PyLong_FromLongLong(lag);
+    if (applied != NULL && behind != NULL) {
+        /* args[0] is free for the call to use (PY_VECTORCALL_ARGUMENTS_OFFSET). */
+        PyObject *args[] = {NULL, plan, stored, number, applied, behind, self->served_by,
+                            Py_False};
+        answer = PyObject_VectorcallMethod(str_answer, args + 1,
+                                           7 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    Py_XDECREF(applied);
+    Py_XDECREF(behind);
+    if (answer == Py_None) {
+        Py_CLEAR(answer); /* the plan declines the row: the general path says why */
+    }
+done:
+    Py_XDECREF(number);
+    Py_XDECREF(served);
+    Py_XDECREF(record_key);
+    Py_XDECREF(stored);
+    return answer;
+}
+
+/* GetPath.answer(request) -> bytes | None */
+static PyObject *get_path_answer(GetPath *self, PyObject *request) {
+    PyObject *answer = get_answer(self, request);
+    if (answer == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE;
+    }
+    return answer;
+}
+
+static PyObject *get_path_call(PyObject *callable, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames) {
+    GetPath *self = (GetPath *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->general == NULL || nargs != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a GetPath made by handling() is called as handler(request, context)");
+        return NULL;
+    }
+    PyObject *on = PyObject_GetAttr(self->refusal, str_on);
+    if (on == NULL) {
+        return NULL;
+    }
+    int refusing = PyObject_IsTrue(on);
+    Py_DECREF(on);
+    if (refusing < 0) {
+        return NULL;
+    }
+    if (!refusing) {
+        PyObject *answer = get_answer(self, args[0]);
+        if (answer != NULL || PyErr_Occurred()) {
+            return answer;
+        }
+    }
+    return PyObject_Vectorcall(self->general, args, nargs, NULL);
+}
+
+static PyObject *make_path(PyTypeObject *type, PyObject *routes, PyObject *serving,
+                           PyObject *served_by, PyObject *refusal, PyObject *general) {
+    GetPath *self = (GetPath *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = get_path_call;
+    Py_INCREF(routes);
+    self->routes = routes;
+    Py_INCREF(serving);
+    self->serving = serving;
+    Py_INCREF(served_by);
+    self->served_by = served_by;
+    Py_XINCREF(refusal);
+    self->refusal = refusal;
+    Py_XINCREF(general);
+    self->general = general;
+    return (PyObject *)self;
+}
+
+static PyObject *get_path_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *routes, *serving, *served_by;
+    if ((kwargs && PyDict_GET_SIZE(kwargs)) ||
+        !PyArg_ParseTuple(args, "O!OS:GetPath", &PyDict_Type, &routes, &serving, &served_by)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "GetPath(routes, serving, served_by)");
+        }
+        return NULL;
+    }
+    return make_path(type, routes, serving, served_by, NULL, NULL);
+}
+
+/* GetPath.handling(refusal, general) -> the same path as a gRPC handler. */
+static PyObject *get_path_handling(GetPath *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "handling(refusal, general: callable)");
+        return NULL;
+    }
+    return make_path(Py_TYPE(self), self->routes, self->serving, self->served_by, args[0],
+                     args[1]);
+}
+
+static int get_path_traverse(GetPath *self, visitproc visit, void *arg) {
+    Py_VISIT(self->routes);
+    Py_VISIT(self->serving);
+    Py_VISIT(self->served_by);
+    Py_VISIT(self->refusal);
+    Py_VISIT(self->general);
+    return 0;
+}
+
+static int get_path_clear(GetPath *self) {
+    Py_CLEAR(self->routes);
+    Py_CLEAR(self->serving);
+    Py_CLEAR(self->served_by);
+    Py_CLEAR(self->refusal);
+    Py_CLEAR(self->general);
+    return 0;
+}
+
+static void get_path_dealloc(GetPath *self) {
+    PyObject_GC_UnTrack(self);
+    get_path_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef get_path_methods[] = {
+    {"answer", (PyCFunction)get_path_answer, METH_O,
+     "answer(request: bytes) -> bytes | None: the serialized GetResponse, or None for the "
+     "general path."},
+    {"handling", (PyCFunction)(void (*)(void))get_path_handling, METH_FASTCALL,
+     "handling(refusal, general) -> this path as a gRPC handler(request, context)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject GetPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fabric.serve._locate.GetPath",
+    .tp_basicsize = sizeof(GetPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "GetPath(routes, serving, served_by): a Get of one integer key answered on its "
+              "owner from the request's bytes.",
+    .tp_new = get_path_new,
+    .tp_dealloc = (destructor)get_path_dealloc,
+    .tp_traverse = (traverseproc)get_path_traverse,
+    .tp_clear = (inquiry)get_path_clear,
+    .tp_vectorcall_offset = offsetof(GetPath, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_methods = get_path_methods,
+};
+
 static PyMethodDef module_methods[] = {
     {"locate", (PyCFunction)(void (*)(void))locate, METH_FASTCALL,
      "Where the lookups of a serialized BatchGetRequest live."},
@@ -303,4 +588,19 @@ static struct PyModuleDef locate_module = {
     NULL,
 };
 
-PyMODINIT_FUNC PyInit__locate(void) { return PyModule_Create(&locate_module); }
+PyMODINIT_FUNC PyInit__locate(void) {
+    if ((str_on = PyUnicode_InternFromString("on")) == NULL ||
+        (str_get_stored = PyUnicode_InternFromString("get_stored")) == NULL ||
+        (str_answer = PyUnicode_InternFromString("answer")) == NULL ||
+        (str_position = PyUnicode_InternFromString("position")) == NULL ||
+        (str_end_offset = PyUnicode_InternFromString("end_offset")) == NULL ||
+        PyType_Ready(&GetPathType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&locate_module);
+    if (module != NULL && PyModule_AddObjectRef(module, "GetPath", (PyObject *)&GetPathType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

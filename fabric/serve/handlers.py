@@ -1,8 +1,11 @@
 """The ``Fabric`` service's method handlers on a server.
 
-They are the generated ones (``fabric_pb2_grpc.add_FabricServicer_to_server``) with one
-difference: a method may answer with bytes, a message already written to the wire
-(:mod:`fabric.rpc.wire`, or a peer's answer passed on), and those bytes are sent as they are.
+They are the generated ones (``fabric_pb2_grpc.add_FabricServicer_to_server``) with two
+differences: a method may answer with bytes, a message already written to the wire
+(:mod:`fabric.rpc.wire`, or a peer's answer passed on), and those bytes are sent as they are;
+and ``Get`` takes the request's bytes, which its native handler
+(:meth:`FabricService.get_handler`) reads without parsing them into a message, and parses only
+the requests it leaves to :meth:`FabricService.Get`.
 
 A request body that does not parse as the method's request message is answered
 INVALID_ARGUMENT saying so; gRPC's own handling of a failed deserializer answers INTERNAL, which
@@ -45,18 +48,26 @@ class Refusal:
 
 def add_fabric_service(service: FabricService, server: grpc.Server, refusal: Refusal) -> None:
     """One handler per RPC of the service in the proto, each the servicer method of its name."""
-    handlers = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in pb.DESCRIPTOR.services_by_name["Fabric"].methods:
         handler = (
             grpc.unary_stream_rpc_method_handler
             if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
-        handlers[method.name] = handler(
-            _checked(getattr(service, method.name), refusal),
-            request_deserializer=_parser(getattr(pb, method.input_type.name)),
-            response_serializer=None if method.name in _ANSWERING_BYTES else _serialized,
-        )
+        checked = _checked(getattr(service, method.name), refusal)
+        parse = _parser(getattr(pb, method.input_type.name))
+        serializer = None if method.name in _ANSWERING_BYTES else _serialized
+        if method.name == "Get":
+            handlers[method.name] = handler(
+                service.get_handler(refusal, _parsing(parse, checked)),
+                request_deserializer=None,
+                response_serializer=serializer,
+            )
+        else:
+            handlers[method.name] = handler(
+                checked, request_deserializer=parse, response_serializer=serializer
+            )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
@@ -91,6 +102,15 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
             )
 
     return parse_request
+
+
+def _parsing(
+    parse: Callable[[bytes], Any], method: Callable[[Any, grpc.ServicerContext], Any]
+) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    def handle(request: bytes, context: grpc.ServicerContext) -> Any:
+        return method(parse(request), context)
+
+    return handle
 
 
 def _checked(

@@ -9,9 +9,9 @@ errors become gRPC statuses once, at the edge of every method (:class:`_status_o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -43,8 +43,8 @@ from fabric.rpc.wire import (
     batch_get_response,
     batch_get_results,
     get_response,
-    is_unavailable,
     lookup_result,
+    unavailable_indexes,
 )
 from fabric.serve import forwarding
 from fabric.serve.bounds import ReadBounds
@@ -118,6 +118,9 @@ class FabricService(pb_grpc.FabricServicer):
         :class:`ForwardError` of the gRPC status the call would have had."""
         try:
             if method == forwarding.GET:
+                native = self._owned.answer_serialized(body)
+                if native is not None:
+                    return native
                 request = pb.GetRequest.FromString(body)
                 answer, located = self._owned.answer(request)
                 if answer is not None:
@@ -134,6 +137,14 @@ class FabricService(pb_grpc.FabricServicer):
             raise _status(exc) from None
 
     # -- Get ---------------------------------------------------------------------------------
+
+    def get_handler(
+        self, refusal: object, general: Callable[[bytes, grpc.ServicerContext], bytes]
+    ) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        """The gRPC handler of ``Get``: it takes the request's bytes and answers a key this
+        instance owns natively (:class:`fabric.serve.owned.OwnedGets`); ``general`` parses
+        and answers the rest with :meth:`Get`, and every call once ``refusal.on``."""
+        return self._owned.handler(refusal, general)
 
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> bytes:
         """A serialized ``GetResponse``: written here, or a peer's as the peer sent it."""
@@ -267,8 +278,14 @@ class FabricService(pb_grpc.FabricServicer):
             if bounded:
                 admitted = self._within_bounds(request, part.metadata(), results, deadline)
                 reading = LocatedPartition.of(part, admitted)
-            if reading.indexes and not self._answer_partition(reading, served, results):
+            if not reading.indexes:
+                continue
+            answers = self._read_partition(reading.table, reading.partition, reading.keys, served)
+            if answers is None:
                 waiting.extend(reading.metadata())
+                continue
+            for index, answer in zip(reading.indexes, answers, strict=True):
+                results[index] = answer
         for theirs, call in sent:
             waiting.extend(self._batch_answers(call, theirs, results))
         for index, meta in waiting:
@@ -334,20 +351,20 @@ class FabricService(pb_grpc.FabricServicer):
                 admitted.append((index, meta))
         return admitted
 
-    def _answer_partition(
+    def _read_partition(
         self,
-        part: LocatedPartition,
+        table: str,
+        partition: int,
+        keys: list[bytes],
         served: tuple[PartitionStore, PartitionPosition],
-        results: list[bytes | None],
-    ) -> bool:
-        """The lookups of one partition this instance serves, read in one multi-get; False
-        when its store closed as the partition moved away (nothing answered then)."""
+    ) -> list[bytes] | None:
+        """The ``LookupResult`` s of ``keys`` of one partition this instance serves, in their
+        order, read in one multi-get; None when its store closed as the partition moved away."""
         store, position = served
         try:
-            stored_values = store.get_many_stored(part.keys)
+            stored_values = store.get_many_stored(keys)
         except StoreError:
-            return False
-        table, partition = part.table, part.partition
+            return None
         answers = self._answers.lookup_results(
             self._writer(table),
             stored_values,
@@ -355,16 +372,20 @@ class FabricService(pb_grpc.FabricServicer):
             applied_offset=position.position - 1,
             lag_records=position.lag,
         )
-        for index, stored, answer in zip(part.indexes, stored_values, answers, strict=True):
-            if answer is not None:
-                results[index] = answer
+        if None not in answers:
+            return cast(list[bytes], answers)
+        # Rows the native writer declines: the Python path answers them or names what is wrong.
+        written = []
+        for stored, native in zip(stored_values, answers, strict=True):
+            if native is not None:
+                written.append(native)
                 continue
             try:
                 row = None if stored is None else StoredRow.decode(stored)
-                results[index] = lookup_result(*self._answer(table, partition, row, position))
+                written.append(lookup_result(*self._answer(table, partition, row, position)))
             except FabricError as exc:
-                results[index] = _failed(_code_of(exc), str(exc))
-        return True
+                written.append(_failed(_code_of(exc), str(exc)))
+        return written
 
     def _send_batch(
         self,
@@ -404,15 +425,15 @@ class FabricService(pb_grpc.FabricServicer):
     def _answer_located(self, parts: list[forwarding.LocatedKeys]) -> bytes:
         """A located batch another instance forwarded: one result per key, in its order; the
         keys of a partition not served here are UNAVAILABLE, for the forwarder to retry."""
-        results: list[bytes | None] = []
+        results: list[bytes] = []
         for table, topic, partition, keys in parts:
-            start = len(results)
-            results.extend([None] * len(keys))
-            part = LocatedPartition(table, topic, partition, list(range(start, len(results))), keys)
             served = self._materializer.serving(topic, partition)
-            if served is None or not self._answer_partition(part, served, results):
-                unavailable = _not_served_here(table, partition)
-                results[start:] = [unavailable] * len(keys)
+            answers = None
+            if served is not None:
+                answers = self._read_partition(table, partition, keys, served)
+            if answers is None:
+                answers = [_not_served_here(table, partition)] * len(keys)
+            results.extend(answers)
         return _batch_response(results)
 
     def _batch_answers(
@@ -426,7 +447,8 @@ class FabricService(pb_grpc.FabricServicer):
         try:
             if isinstance(call, ForwardError):
                 raise call
-            answer = batch_get_results(call.result())
+            response = call.result()
+            answer = batch_get_results(response)
         except ForwardError as exc:
             # UNIMPLEMENTED: an owner of an older version, mid-upgrade, reads no located
             # batch; its lookups then go the single-lookup way.
@@ -436,13 +458,11 @@ class FabricService(pb_grpc.FabricServicer):
                         results[index] = _failed(exc.code, exc.message)
                 return []
             return [item for part in parts for item in part.metadata()]
-        indexes = (index for part in parts for index in part.indexes)
-        retry = set()
+        indexes = [index for part in parts for index in part.indexes]
         for index, result in zip(indexes, answer, strict=True):
-            if is_unavailable(result):
-                retry.add(index)
-            else:
-                results[index] = result
+            results[index] = result
+        # An UNAVAILABLE result stands until its lookup's retry answers it.
+        retry = {indexes[i] for i in unavailable_indexes(response, answer)}
         if not retry:
             return []
         return [item for part in parts for item in part.metadata() if item[0] in retry]
@@ -804,11 +824,11 @@ def _failed(code: grpc.StatusCode, message: str) -> bytes:
     return serialized
 
 
-def _batch_response(results: list[bytes | None]) -> bytes:
+def _batch_response(results: Sequence[bytes | None]) -> bytes:
     """A ``BatchGetResponse`` of ``results``; a lookup left unanswered (a bug) is INTERNAL."""
-    return batch_get_response(
-        [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
-    )
+    if None in results:
+        results = [r if r is not None else _failed(grpc.StatusCode.INTERNAL, "") for r in results]
+    return batch_get_response(cast(list[bytes], results))
 
 
 def _unparsed(exc: Exception) -> ForwardError:

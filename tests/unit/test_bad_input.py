@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -19,6 +19,7 @@ from fabric.rpc.v1 import fabric_pb2 as pb
 from fabric.rpc.v1 import fabric_pb2_grpc as pb_grpc
 from fabric.rpc.values import decode_key, decode_table, decode_value
 from fabric.serve import watch
+from fabric.serve._locate import GetPath
 from fabric.serve.handlers import SERVICE_NAME, Refusal, add_fabric_service
 from fabric.serve.scanning import parse_scan_token, scan_partitions, scan_token
 
@@ -38,6 +39,12 @@ class _Answering:
         yield pb.ScanResponse().SerializeToString()
 
     BatchGet = GetTopology = Watch = Get
+
+    def get_handler(
+        self, refusal: object, general: Callable[[bytes, grpc.ServicerContext], bytes]
+    ) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        """The native Get handler, with no route: it hands every request to ``general``."""
+        return GetPath({}, lambda topic, partition: None, b"instance").handling(refusal, general)
 
 
 @pytest.fixture(scope="module")

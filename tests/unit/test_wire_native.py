@@ -591,7 +591,12 @@ def test_json_column_text_is_validated_as_python_does(inner: Any, spaced: bool) 
     text=st.text(max_size=300),
 )
 def test_batch_answers_frame_and_split_as_protobuf_does(statuses: list[str], text: str) -> None:
-    from fabric.rpc.wire import batch_get_response, batch_get_results, is_unavailable
+    from fabric.rpc.wire import (
+        batch_get_response,
+        batch_get_results,
+        is_unavailable,
+        unavailable_indexes,
+    )
 
     results = [
         pb.LookupResult(status=status, message=text, found=bool(n % 2)).SerializeToString()
@@ -606,6 +611,10 @@ def test_batch_answers_frame_and_split_as_protobuf_does(statuses: list[str], tex
     )
     assert batch_get_results(framed) == results
     assert [is_unavailable(r) for r in results] == [s == "UNAVAILABLE" for s in statuses]
+    # The text may spell an UNAVAILABLE status in a message: only the status counts.
+    assert unavailable_indexes(framed, results) == [
+        n for n, status in enumerate(statuses) if status == "UNAVAILABLE"
+    ]
 
 
 def test_a_batch_answer_with_other_fields_is_parsed_the_long_way() -> None:
