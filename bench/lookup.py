@@ -12,8 +12,13 @@ Measured on the same random keys, each as p50/p99 of sequential calls after a wa
 throughput, medians over ``--runs``; a target is checked on the median of the runs' ratios, each
 run's figure against its baseline of the same run:
 
-(a) baseline: a bare gRPC ``Fabric`` service in a process of its own, on a thread pool of the
-    fabric's size, whose ``Get`` returns a ready-made answer of a real row's shape and size;
+(a) baseline: a bare gRPC ``Fabric`` service on a thread pool of the fabric's size, whose ``Get``
+    returns a ready-made answer of a real row's shape and size, run as one process per instance
+    and called as (b) calls the instances (each key's call to the echo standing in for its
+    owner); and, for reference, the same calls all to one of those processes. Calls spread over
+    two server processes take ~12% longer than calls to one, with nothing but echoes answering
+    them (docs/performance.md): the fabric's two instances pay that too, so (b) is held to the
+    echo of the same shape;
 (b) ``Get`` sent to the owner of the key's partition;
 (c) ``Get`` sent to the other instance (one forward; with ``--standby-replicas 1``, read from
     that instance's standby replica instead);
@@ -618,6 +623,7 @@ def check_answers(
 # -- one run -----------------------------------------------------------------------------------
 
 A = "(a) baseline: bare gRPC echo Get"
+A_ONE = "(a) echo Get, all to one process"
 B = "(b) Get to the partition's owner"
 C = "(c) Get to the non-owner"
 D = "(d) psycopg prepared SELECT by id"
@@ -650,9 +656,13 @@ class Results:
 
 
 def measure_gets(
-    work: Workload, stubs: Sequence[pb_grpc.FabricStub], echo: pb_grpc.FabricStub, out: Results
+    work: Workload,
+    stubs: Sequence[pb_grpc.FabricStub],
+    echoes: Sequence[pb_grpc.FabricStub],
+    out: Results,
 ) -> None:
-    """(a) the echo baseline, (b) every key to its owner, (c) every key to the other instance."""
+    """(a) the echo baseline, each key to its owner's echo, and all keys to one echo; (b) every
+    key to its owner; (c) every key to the other instance."""
 
     def get(target: tuple[pb_grpc.FabricStub, pb.GetRequest]) -> None:
         target[0].Get(target[1], timeout=CALL_TIMEOUT_S)
@@ -663,7 +673,8 @@ def measure_gets(
         return [(pick(o), r) for o, r in zip(owners, requests, strict=True)]
 
     targets: list[tuple[str, Callable[[int], pb_grpc.FabricStub]]] = [
-        (A, lambda _: echo),
+        (A, lambda owner: echoes[owner]),
+        (A_ONE, lambda _: echoes[0]),
         (B, lambda owner: stubs[owner]),
         (C, lambda owner: stubs[1 - owner]),  # two instances: the one not owning the partition
     ]
@@ -824,6 +835,11 @@ def _notes(out: Results) -> dict[str, str]:
             f"p50 {ratio:.2f}x (a) (runs {runs}), +{extra:,.0f} µs; target <= 1.25x:"
             f" {_verdict(ratio <= 1.25)}"
         )
+        if A_ONE in figures:
+            ratio, runs = _per_run(figures, B, A_ONE, lambda f: f.p50_us)
+            notes[B] += f"; {ratio:.2f}x the echo of one process (runs {runs})"
+            ratio, runs = _per_run(figures, A, A_ONE, lambda f: f.p50_us)
+            notes[A] = f"p50 {ratio:.2f}x the echo of one process (runs {runs})"
         if C in figures:
             ratio, runs = _per_run(figures, C, A, lambda f: f.p50_us)
             notes[C] = f"p50 {ratio:.2f}x (a) (runs {runs})"
@@ -878,14 +894,22 @@ def run(args: argparse.Namespace, cfg: FabricConfig, instances: list[Instance]) 
         with db.connect(cfg.endpoints) as conn:
             check_answers(work, instances, stubs, conn, standbys)
         answer = stubs[work.owners[0]].Get(work.requests[0], timeout=CALL_TIMEOUT_S)
-        echo_endpoint = stack.enter_context(echo_server(answer, cfg.serve.workers))
-        echo = pb_grpc.FabricStub(stack.enter_context(grpc.insecure_channel(echo_endpoint)))  # type: ignore[no-untyped-call]
+        echoes = [
+            pb_grpc.FabricStub(  # type: ignore[no-untyped-call]
+                stack.enter_context(
+                    grpc.insecure_channel(
+                        stack.enter_context(echo_server(answer, cfg.serve.workers))
+                    )
+                )
+            )
+            for _ in instances
+        ]
         out = Results({}, {})
         with db.connect(cfg.endpoints) as conn:
             cur = conn.cursor()
             for number in range(1, args.runs + 1):
                 print(f"run {number}:")
-                measure_gets(work, stubs, echo, out)
+                measure_gets(work, stubs, echoes, out)
                 measure_postgres_gets(cur, work, out)
                 measure_batches(stubs, [i.endpoint for i in instances], cur, work, out)
                 measure_clients([i.endpoint for i in instances], work, out)

@@ -312,6 +312,16 @@ class Materializer:
                 return None
             return part.applier.store, PartitionPosition(part.state, part.position, part.end_offset)
 
+    def serving_at(self, topic: str, partition: int) -> tuple[PartitionStore, int, int] | None:
+        """:meth:`serving` with the position as its two numbers (the next offset to apply, the
+        end offset as last seen): the native ``Get`` path reads them without building a
+        :class:`PartitionPosition`."""
+        with self._lock:
+            part = self._assigned.get((topic, partition)) or self._standbys.get((topic, partition))
+            if part is None or part.state is not PartitionState.ACTIVE:
+                return None
+            return part.applier.store, part.position, part.end_offset
+
     def partition_position(self, topic: str, partition: int) -> PartitionPosition | None:
         """State, next offset to apply and end offset of an assigned partition, else None."""
         with self._lock:

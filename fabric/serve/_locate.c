@@ -299,7 +299,8 @@ done:
  * the table's route from a dict the Python side publishes (table name as sent -> (route,
  * RowPlan, check_at): a route is used until the monotonic clock reaches check_at, then the
  * general path checks it against the catalog and publishes it again); the record key and
- * partition as locate() computes them; serving(topic, partition) -> (store, position) or None;
+ * partition as locate() computes them; serving(topic, partition) -> (store, next offset to
+ * apply, end offset) or None;
  * store.get_stored(key); and the whole GetResponse from the RowPlan. Whatever else the request
  * holds (a bound, another key shape, a table with no published route, a partition not served
  * here, a store that fails, a row the plan declines) is left to the general path, which answers
@@ -311,13 +312,13 @@ done:
  * store's get_stored and the materializer's serving.
  */
 
-static PyObject *str_on, *str_get_stored, *str_answer, *str_position, *str_end_offset;
+static PyObject *str_on, *str_get_stored, *str_answer;
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *routes;    /* dict: table name bytes -> (route spec, RowPlan, check_at) */
-    PyObject *serving;   /* (topic, partition) -> (store, position) | None */
+    PyObject *serving;   /* (topic, partition) -> (store, position, end offset) | None */
     PyObject *served_by; /* bytes: Freshness.served_by */
     PyObject *refusal;   /* as a handler: an object whose .on refuses new calls; else NULL */
     PyObject *general;   /* as a handler: general(request, context); else NULL */
@@ -329,16 +330,7 @@ static double monotonic_s(void) {
     return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
-/* obj.name as a C integer: 0, or -1 with an error set. */
-static int long_attr(PyObject *obj, PyObject *name, long long *out) {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) {
-        return -1;
-    }
-    *out = PyLong_AsLongLong(value);
-    Py_DECREF(value);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
-}
+static PyObject *answer_routed(GetPath *self, PyObject *entry, WireSpan key_span);
 
 /* The GetResponse of a serialized GetRequest this path answers: a new reference; NULL with no
  * error set when the general path must answer; NULL with an error on a bad published route. */
@@ -374,6 +366,15 @@ static PyObject *get_answer(GetPath *self, PyObject *request) {
     if (entry == NULL) {
         return NULL;
     }
+    /* Held: the Python calls below may let another thread publish the route again. */
+    Py_INCREF(entry);
+    PyObject *answer = answer_routed(self, entry, key_span);
+    Py_DECREF(entry);
+    return answer;
+}
+
+/* get_answer's part from the table's published route on. */
+static PyObject *answer_routed(GetPath *self, PyObject *entry, WireSpan key_span) {
     PyObject *spec, *plan;
     double check_at;
     if (!PyArg_ParseTuple(entry, "OOd", &spec, &plan, &check_at)) {
@@ -408,8 +409,15 @@ static PyObject *get_answer(GetPath *self, PyObject *request) {
     if (served == NULL || served == Py_None) {
         goto done;
     }
-    if (!PyTuple_Check(served) || PyTuple_GET_SIZE(served) != 2) {
-        PyErr_SetString(PyExc_TypeError, "serving() answers (store, position) or None");
+    long long position, end_offset;
+    if (!PyTuple_Check(served) || PyTuple_GET_SIZE(served) != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "serving() answers (store, position, end offset) or None");
+        goto done;
+    }
+    position = PyLong_AsLongLong(PyTuple_GET_ITEM(served, 1));
+    end_offset = PyLong_AsLongLong(PyTuple_GET_ITEM(served, 2));
+    if (PyErr_Occurred()) {
         goto done;
     }
     record_key = PyBytes_FromStringAndSize(key, key_len);
@@ -419,12 +427,6 @@ static PyObject *get_answer(GetPath *self, PyObject *request) {
     stored = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(served, 0), str_get_stored, record_key);
     if (stored == NULL) {
         PyErr_Clear(); /* closed as the partition moves away: the general path retries */
-        goto done;
-    }
-    long long position, end_offset;
-    PyObject *at_position = PyTuple_GET_ITEM(served, 1);
-    if (long_attr(at_position, str_position, &position) < 0 ||
-        long_attr(at_position, str_end_offset, &end_offset) < 0) {
         goto done;
     }
     long long lag = end_offset > position ? end_offset - position : 0;
@@ -592,8 +594,6 @@ PyMODINIT_FUNC PyInit__locate(void) {
     if ((str_on = PyUnicode_InternFromString("on")) == NULL ||
         (str_get_stored = PyUnicode_InternFromString("get_stored")) == NULL ||
         (str_answer = PyUnicode_InternFromString("answer")) == NULL ||
-        (str_position = PyUnicode_InternFromString("position")) == NULL ||
-        (str_end_offset = PyUnicode_InternFromString("end_offset")) == NULL ||
         PyType_Ready(&GetPathType) < 0) {
         return NULL;
     }

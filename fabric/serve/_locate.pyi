@@ -21,7 +21,7 @@ class GetPath:
     def __init__(
         self,
         routes: dict[bytes, PublishedRoute],
-        serving: Callable[[str, int], tuple[Any, Any] | None],
+        serving: Callable[[str, int], tuple[Any, int, int] | None],
         served_by: bytes,
         /,
     ) -> None: ...

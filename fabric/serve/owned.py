@@ -112,7 +112,7 @@ class OwnedGets:
         self._routes: dict[str, _Route] = {}
         # What the native path reads: request table name (as sent) → its checked route.
         self._published: dict[bytes, PublishedRoute] = {}
-        self._path = GetPath(self._published, materializer.serving, answers.served_by_bytes)
+        self._path = GetPath(self._published, materializer.serving_at, answers.served_by_bytes)
 
     def handler(
         self, refusal: object, general: Callable[[bytes, Any], Any]

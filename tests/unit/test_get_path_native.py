@@ -87,9 +87,9 @@ def _path(
     store = store if store is not None else _Store({_CODEC.encode_integer(42): _stored(42)})
     asked = served if served is not None else []
 
-    def serving(topic: str, partition: int) -> tuple[_Store, PartitionPosition] | None:
+    def serving(topic: str, partition: int) -> tuple[_Store, int, int] | None:
         asked.append((topic, partition))
-        return store, _POSITION
+        return store, _POSITION.position, _POSITION.end_offset
 
     return GetPath(
         routes if routes is not None else {b"public.t": _route()}, serving, b"instance-3"
@@ -110,6 +110,15 @@ def test_an_answer_is_the_python_paths(key: int) -> None:
     assert answer == expected
     assert served == [("topic.t", partition)]
     assert pb.GetResponse.FromString(answer).found is (key != 7)
+
+
+def test_an_end_offset_behind_the_position_reads_as_no_lag() -> None:
+    store = _Store({_CODEC.encode_integer(42): _stored(42)})
+    path = GetPath({b"public.t": _route()}, lambda topic, partition: (store, 130, 125), b"i")
+    answer = path.answer(_request())
+    assert answer is not None
+    freshness = pb.GetResponse.FromString(answer).freshness
+    assert (freshness.applied_offset, freshness.lag_records) == (129, 0)
 
 
 def test_an_unnamed_key_field_is_taken() -> None:
