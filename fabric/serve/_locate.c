@@ -297,10 +297,10 @@ done:
  *
  * What fabric.serve.owned.OwnedGets.answer does for a parsed GetRequest, in one native call:
  * the table's route from a dict the Python side publishes (table name as sent -> (route,
- * RowPlan, check_at): a route is used until the monotonic clock reaches check_at, then the
- * general path checks it against the catalog and publishes it again); the record key and
- * partition as locate() computes them; serving(topic, partition) -> (store, next offset to
- * apply, end offset) or None;
+ * RowPlan, check_at), the route's own object being (table, topic); a route is used until the
+ * monotonic clock reaches check_at, then the general path checks it against the catalog and
+ * publishes it again); the record key and partition as locate() computes them;
+ * serving(topic, partition) -> (store, next offset to apply, end offset) or None;
  * store.get_stored(key); and the whole GetResponse from the RowPlan. Whatever else the request
  * holds (a bound, another key shape, a table with no published route, a partition not served
  * here, a store that fails, a row the plan declines) is left to the general path, which answers

@@ -14,7 +14,8 @@ def locate(
     request: bytes, route_of: Callable[[str], RouteSpec | None], /
 ) -> tuple[Groups, list[int], bool] | None: ...
 
-# A published route: the route, its table's RowPlan, and the monotonic time it is used until.
+# A published route: the route (its own object being (table, topic)), its table's RowPlan, and
+# the monotonic time it is used until.
 PublishedRoute = tuple[RouteSpec, RowPlan, float]
 
 class GetPath:
