@@ -16,7 +16,7 @@ never a stale one that does not say so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import grpc
@@ -36,6 +36,9 @@ _BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.3)
 # Routing trusts an owners map this old; an owner answering "not mine" makes it read again.
 _ROUTE_MAX_AGE_S = 5.0
 _FORWARD_RESERVE_S = 0.05
+# What a batch keeps of its deadline to write its answer and get it to the caller: lookups still
+# waiting then are answered UNAVAILABLE, rather than the whole call reaching DEADLINE_EXCEEDED.
+_ANSWER_RESERVE_S = 0.1
 
 T = TypeVar("T")
 
@@ -111,9 +114,7 @@ class Router:
                         targets.append(hinted)
             pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
             if time.monotonic() + pause >= deadline:
-                raise UnavailableError(
-                    f"{meta.table}: partition {meta.partition} is moving or restoring; retry"
-                )
+                raise moving(meta)
             time.sleep(pause)
             attempt += 1
 
@@ -123,6 +124,35 @@ class Router:
         retry or say UNAVAILABLE."""
         wait_s = max(0.0, (deadline - time.monotonic()) / 2)
         return self._topology.refresh(max_age_s=max_age_s, wait_s=wait_s)
+
+
+def moving(meta: KeyQueryMetadata) -> UnavailableError:
+    """What a lookup whose partition moved or restored for its whole deadline is answered."""
+    message = f"{meta.table}: partition {meta.partition} is moving or restoring; retry"
+    return UnavailableError(message)
+
+
+def retried_in_time(
+    waiting: Sequence[tuple[int, KeyQueryMetadata]],
+    deadline: float,
+    retry: Callable[[int, KeyQueryMetadata, float], bytes],
+    unavailable: Callable[[UnavailableError], bytes],
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[tuple[int, bytes]]:
+    """A batch's lookups that could not be answered at once, each retried on its own
+    (``retry(index, meta, until)``) until a moment that leaves the batch time to send its
+    answer before ``deadline``. Past it, and for a retry that stays unavailable, a lookup's
+    result is ``unavailable(error)``: the caller gets every other answer and retries those,
+    where running to the deadline would fail the whole call."""
+    until = deadline - _ANSWER_RESERVE_S
+    for index, meta in waiting:
+        if clock() >= until:
+            yield index, unavailable(moving(meta))
+            continue
+        try:
+            yield index, retry(index, meta, until)
+        except UnavailableError as exc:
+            yield index, unavailable(exc)
 
 
 def forward_timeout(deadline: float) -> float:

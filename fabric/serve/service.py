@@ -61,6 +61,7 @@ from fabric.serve.routing import (
     deadline_of,
     forward_timeout,
     is_forwarded,
+    retried_in_time,
 )
 from fabric.serve.scanning import (
     parse_scan_token,
@@ -248,8 +249,9 @@ class FabricService(pb_grpc.FabricServicer):
         """One pass: local partitions read here, the others sent to their owners, one request
         per owner.
         What is left (a partition moving or restoring) goes the single-lookup way, with its
-        retries and handover fallback; a forwarded batch answers it UNAVAILABLE instead, for
-        the forwarder to retry."""
+        retries and handover fallback, until a moment that leaves time to send the answer
+        (UNAVAILABLE after it); a forwarded batch answers it UNAVAILABLE at once, for the
+        forwarder to retry."""
         remote: dict[HostInfo, list[LocatedPartition]] = {}
         local: list[tuple[LocatedPartition, tuple[PartitionStore, PartitionPosition]]] = []
         waiting: list[tuple[int, KeyQueryMetadata]] = []
@@ -288,25 +290,32 @@ class FabricService(pb_grpc.FabricServicer):
                 results[index] = answer
         for theirs, call in sent:
             waiting.extend(self._batch_answers(call, theirs, results))
-        for index, meta in waiting:
-            if forwarded:
+        if forwarded:
+            for index, meta in waiting:
                 results[index] = _not_served_here(meta.table, meta.partition)
-                continue
-            lookup = request.lookups[index]
-            try:
-                answer = pb.GetResponse.FromString(
-                    self._get_one(meta, lookup, deadline, forwarded=False)
-                )
-            except UnavailableError as exc:
-                results[index] = _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
-            except ForwardError as exc:
-                results[index] = _failed(exc.code, exc.message)
-            except FabricError as exc:
-                results[index] = _failed(_code_of(exc), str(exc))
-            else:
-                results[index] = pb.LookupResult(
-                    status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
-                ).SerializeToString()
+            return
+
+        for index, result in retried_in_time(
+            waiting,
+            deadline,
+            lambda index, meta, until: self._retried(request.lookups[index], meta, until),
+            _unavailable,
+        ):
+            results[index] = result
+
+    def _retried(self, lookup: pb.GetRequest, meta: KeyQueryMetadata, until: float) -> bytes:
+        """A batch's lookup answered the single-lookup way, as its ``LookupResult``; raises
+        :class:`UnavailableError` when its partition stays unavailable until ``until``."""
+        try:
+            answer = pb.GetResponse.FromString(self._get_one(meta, lookup, until, forwarded=False))
+        except ForwardError as exc:
+            return _failed(exc.code, exc.message)
+        except FabricError as exc:
+            return _failed(_code_of(exc), str(exc))
+        result: bytes = pb.LookupResult(
+            status="OK", found=answer.found, row=answer.row, freshness=answer.freshness
+        ).SerializeToString()
+        return result
 
     def _get_one(
         self, meta: KeyQueryMetadata, request: pb.GetRequest, deadline: float, *, forwarded: bool
@@ -822,6 +831,10 @@ def _code_of(exc: FabricError) -> grpc.StatusCode:
 def _failed(code: grpc.StatusCode, message: str) -> bytes:
     serialized: bytes = pb.LookupResult(status=code.name, message=message).SerializeToString()
     return serialized
+
+
+def _unavailable(exc: UnavailableError) -> bytes:
+    return _failed(grpc.StatusCode.UNAVAILABLE, exc.message)
 
 
 def _batch_response(results: Sequence[bytes | None]) -> bytes:
