@@ -306,16 +306,15 @@ class Materializer:
     ) -> tuple[PartitionStore, PartitionPosition] | None:
         """The store and position of an assigned partition, or a standby replica, that is ACTIVE,
         else None: what a lookup reads, taken under one lock."""
-        with self._lock:
-            part = self._assigned.get((topic, partition)) or self._standbys.get((topic, partition))
-            if part is None or part.state is not PartitionState.ACTIVE:
-                return None
-            return part.applier.store, PartitionPosition(part.state, part.position, part.end_offset)
+        served = self.serving_at(topic, partition)
+        if served is None:
+            return None
+        store, position, end_offset = served
+        return store, PartitionPosition(PartitionState.ACTIVE, position, end_offset)
 
     def serving_at(self, topic: str, partition: int) -> tuple[PartitionStore, int, int] | None:
         """:meth:`serving` with the position as its two numbers (the next offset to apply, the
-        end offset as last seen): the native ``Get`` path reads them without building a
-        :class:`PartitionPosition`."""
+        end offset as last seen), as the native ``Get`` path reads it."""
         with self._lock:
             part = self._assigned.get((topic, partition)) or self._standbys.get((topic, partition))
             if part is None or part.state is not PartitionState.ACTIVE:
