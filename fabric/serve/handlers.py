@@ -47,7 +47,9 @@ class Refusal:
 
 
 def add_fabric_service(service: FabricService, server: grpc.Server, refusal: Refusal) -> None:
-    """One handler per RPC of the service in the proto, each the servicer method of its name."""
+    """One handler per RPC of the service in the proto, each the servicer method of its name;
+    ``Get``'s is the native handler, which takes the request's bytes and leaves what it does not
+    answer to the parsed way."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in pb.DESCRIPTOR.services_by_name["Fabric"].methods:
         handler = (
@@ -107,6 +109,8 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
 def _parsing(
     parse: Callable[[bytes], Any], method: Callable[[Any, grpc.ServicerContext], Any]
 ) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    """``method`` for a request still in bytes: parsed first, as the other methods' are."""
+
     def handle(request: bytes, context: grpc.ServicerContext) -> Any:
         return method(parse(request), context)
 
