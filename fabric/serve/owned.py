@@ -203,14 +203,12 @@ class OwnedGets:
             return None  # the general path says what is wrong
         if stale:
             route = self._rebuild(name)
+        sent_as = name.encode()
         if route is None or route.spec is None:
-            self._published.pop(name.encode(), None)
+            self._published.pop(sent_as, None)
         else:
-            self._published[name.encode()] = (
-                route.spec,
-                route.writer.plan,
-                time.monotonic() + ROUTE_CHECK_S,
-            )
+            check_at = time.monotonic() + ROUTE_CHECK_S
+            self._published[sent_as] = (route.spec, route.writer.plan, check_at)
         return None if route is None or route.codec is None else route
 
     def _rebuild(self, name: str) -> _Route | None:
